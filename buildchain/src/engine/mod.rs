@@ -1,0 +1,51 @@
+//! The generic build-graph engine.
+//!
+//! A [`Graph`] of [`Task`]s with declared inputs (files, trees, values), outputs and
+//! dependencies. A task is up to date when the signature of its inputs and the state of its
+//! outputs match the last successful run recorded in the state DB under the build root.
+
+pub mod progress;
+pub mod task;
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Result};
+
+pub use progress::{Progress, ProgressHub};
+pub use task::{Action, Input, Task, TaskContext};
+
+/// The set of tasks of a build.
+#[derive(Default, Debug, Clone)]
+pub struct Graph {
+    tasks: BTreeMap<String, Task>,
+}
+
+impl Graph {
+    /// An empty graph.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Adds a task; a duplicate name is an error.
+    pub fn add(&mut self, task: Task) -> Result<()> {
+        if self.tasks.contains_key(&task.name) {
+            bail!("task {:?} defined twice", task.name);
+        }
+        self.tasks.insert(task.name.clone(), task);
+        Ok(())
+    }
+    /// Adds several tasks.
+    pub fn extend(&mut self, tasks: impl IntoIterator<Item = Task>) -> Result<()> {
+        for t in tasks {
+            self.add(t)?;
+        }
+        Ok(())
+    }
+    /// Looks a task up.
+    pub fn get(&self, name: &str) -> Option<&Task> {
+        self.tasks.get(name)
+    }
+    /// Every task, sorted by name.
+    pub fn tasks(&self) -> impl Iterator<Item = &Task> {
+        self.tasks.values()
+    }
+}

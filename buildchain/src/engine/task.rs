@@ -1,0 +1,159 @@
+//! Task definitions: what a task reads, writes, depends on, and does.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::progress::Progress;
+
+/// One input a task's up-to-date signature covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A single file (content-tracked; a missing file is recorded as missing).
+    File(PathBuf),
+    /// Every regular file and symlink under a directory, recursively (content-tracked, so adding
+    /// or removing a file changes the signature).
+    Tree(PathBuf),
+    /// A named value: a version, a setting, a template context, a tool version, an inventory
+    /// entry serialised as JSON, …
+    Value {
+        /// Stable name shown in `info` ("version", "inventory entry", …).
+        key: String,
+        /// The value itself (compared verbatim).
+        value: String,
+    },
+}
+
+/// What a task does when it runs. It writes its outputs atomically (see [`crate::fsutil`]).
+pub type Action = Arc<dyn Fn(&mut TaskContext) -> anyhow::Result<()> + Send + Sync>;
+
+/// A node of the build graph.
+#[derive(Clone)]
+pub struct Task {
+    /// `task`, `task:item` or `task:item/step`.
+    pub name: String,
+    /// One line shown by `list`.
+    pub doc: String,
+    /// Shown by `list` without `--private`/`--all`.
+    pub public: bool,
+    /// Tasks that must succeed first.
+    pub deps: Vec<String>,
+    /// Inputs of the up-to-date signature (evaluated after the dependencies ran).
+    pub inputs: Vec<Input>,
+    /// Files the task writes (more may be added at run time with [`TaskContext::add_output`]).
+    pub outputs: Vec<PathBuf>,
+    /// `None` for grouping tasks (they only have dependencies).
+    pub action: Option<Action>,
+}
+
+impl fmt::Debug for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Task")
+            .field("name", &self.name)
+            .field("public", &self.public)
+            .field("deps", &self.deps)
+            .field("inputs", &self.inputs)
+            .field("outputs", &self.outputs)
+            .field("action", &self.action.is_some())
+            .finish()
+    }
+}
+
+impl Task {
+    /// A private task with no inputs, outputs, deps or action.
+    pub fn new(name: impl Into<String>) -> Self {
+        Task {
+            name: name.into(),
+            doc: String::new(),
+            public: false,
+            deps: Vec::new(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            action: None,
+        }
+    }
+    /// Sets the one-line description.
+    pub fn doc(mut self, doc: impl Into<String>) -> Self {
+        self.doc = doc.into();
+        self
+    }
+    /// Marks the task public (listed by default).
+    pub fn public(mut self) -> Self {
+        self.public = true;
+        self
+    }
+    /// Adds a dependency.
+    pub fn dep(mut self, name: impl Into<String>) -> Self {
+        self.deps.push(name.into());
+        self
+    }
+    /// Adds several dependencies.
+    pub fn deps<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
+        self.deps.extend(names.into_iter().map(Into::into));
+        self
+    }
+    /// Adds a file input.
+    pub fn input_file(mut self, path: impl AsRef<Path>) -> Self {
+        self.inputs.push(Input::File(path.as_ref().to_path_buf()));
+        self
+    }
+    /// Adds a directory-tree input.
+    pub fn input_tree(mut self, path: impl AsRef<Path>) -> Self {
+        self.inputs.push(Input::Tree(path.as_ref().to_path_buf()));
+        self
+    }
+    /// Adds a value input.
+    pub fn value(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.inputs.push(Input::Value {
+            key: key.into(),
+            value: value.into(),
+        });
+        self
+    }
+    /// Declares an output file.
+    pub fn output(mut self, path: impl AsRef<Path>) -> Self {
+        self.outputs.push(path.as_ref().to_path_buf());
+        self
+    }
+    /// Sets the action.
+    pub fn action<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&mut TaskContext) -> anyhow::Result<()> + Send + Sync + 'static,
+    {
+        self.action = Some(Arc::new(f));
+        self
+    }
+}
+
+/// Handed to a running action.
+pub struct TaskContext {
+    pub(crate) name: String,
+    pub(crate) extra_outputs: Vec<PathBuf>,
+    pub(crate) known_digests: Vec<(PathBuf, String)>,
+    pub(crate) progress: super::progress::ProgressHub,
+}
+
+impl TaskContext {
+    /// Name of the running task.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Records a file written by this run that was not declared up front (e.g. the blobs of a
+    /// fetched image). It is pruned when a later run no longer produces it.
+    pub fn add_output(&mut self, path: impl AsRef<Path>) {
+        self.extra_outputs.push(path.as_ref().to_path_buf());
+    }
+    /// Tells the engine the sha256 (hex) of an output it just wrote, sparing a re-read.
+    pub fn record_digest(&mut self, path: impl AsRef<Path>, sha256_hex: impl Into<String>) {
+        self.known_digests
+            .push((path.as_ref().to_path_buf(), sha256_hex.into()));
+    }
+    /// A progress indicator for long work (a bar on a terminal, plain lines otherwise).
+    pub fn progress(&self, total_bytes: Option<u64>, message: &str) -> Progress {
+        self.progress.start(&self.name, total_bytes, message)
+    }
+    /// A human-readable note printed with the task name.
+    pub fn note(&self, message: &str) {
+        self.progress.note(&self.name, message);
+    }
+}

@@ -1,0 +1,217 @@
+//! File-system helpers every task uses: atomic writes, content-preserving updates, hashing,
+//! hard-link-or-copy.
+//!
+//! Invariant: a path a task declares as output is either absent, its previous content, or its new
+//! complete content — never half-written. Temp files live in a scratch directory the engine
+//! empties at the start of each run (see [`set_scratch_dir`]), so a `kill -9` leaves no debris in
+//! the output trees.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+
+static SCRATCH: OnceLock<PathBuf> = OnceLock::new();
+
+/// Sets the directory temp files are created in (same file system as the outputs, so renames are
+/// atomic). Called once by the engine; later calls are ignored.
+pub fn set_scratch_dir(dir: &Path) {
+    let _ = SCRATCH.set(dir.to_path_buf());
+}
+
+fn temp_dir_for(dest: &Path) -> PathBuf {
+    if let Some(s) = SCRATCH.get() {
+        if fs::create_dir_all(s).is_ok() && same_device(s, dest) {
+            return s.clone();
+        }
+    }
+    dest.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn same_device(a: &Path, dest: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let mut probe = dest.parent().map(Path::to_path_buf);
+    while let Some(p) = probe {
+        if let Ok(m) = fs::metadata(&p) {
+            return fs::metadata(a)
+                .map(|am| am.dev() == m.dev())
+                .unwrap_or(false);
+        }
+        probe = p.parent().map(Path::to_path_buf);
+    }
+    false
+}
+
+/// A file being written; it appears at its destination only on [`AtomicFile::commit`].
+pub struct AtomicFile {
+    tmp: tempfile::NamedTempFile,
+    dest: PathBuf,
+}
+
+impl AtomicFile {
+    /// Starts writing `dest` (parent directories are created).
+    pub fn create(dest: &Path) -> Result<Self> {
+        if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create directory {}", parent.display()))?;
+        }
+        let dir = temp_dir_for(dest);
+        let tmp = tempfile::Builder::new()
+            .prefix(".bctmp-")
+            .tempfile_in(&dir)
+            .with_context(|| format!("cannot create a temp file in {}", dir.display()))?;
+        Ok(AtomicFile {
+            tmp,
+            dest: dest.to_path_buf(),
+        })
+    }
+    /// The open temp file.
+    pub fn file(&mut self) -> &mut File {
+        self.tmp.as_file_mut()
+    }
+    /// Sets the mode of the file to be (e.g. 0o755).
+    pub fn set_mode(&self, mode: u32) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(self.tmp.path(), fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot chmod temp file for {}", self.dest.display()))
+    }
+    /// Flushes, fsyncs and renames into place.
+    pub fn commit(mut self) -> Result<()> {
+        self.tmp
+            .as_file_mut()
+            .sync_all()
+            .with_context(|| format!("cannot fsync {}", self.dest.display()))?;
+        let dest = self.dest.clone();
+        self.tmp
+            .persist(&dest)
+            .map_err(|e| e.error)
+            .with_context(|| format!("cannot rename into {}", dest.display()))?;
+        Ok(())
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tmp.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.tmp.flush()
+    }
+}
+
+/// Writes `bytes` to `dest` atomically (temp file, fsync, rename).
+pub fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = AtomicFile::create(dest)?;
+    f.write_all(bytes)
+        .with_context(|| format!("cannot write {}", dest.display()))?;
+    f.commit()
+}
+
+/// Writes `bytes` to `dest` atomically unless it already holds exactly those bytes (and `mode`,
+/// when given). Returns whether the file changed. Unchanged files keep their mtime.
+pub fn write_if_changed(dest: &Path, bytes: &[u8], mode: Option<u32>) -> Result<bool> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = fs::symlink_metadata(dest) {
+        if meta.is_file() && meta.len() == bytes.len() as u64 {
+            let same_mode = mode.is_none_or(|m| meta.permissions().mode() & 0o7777 == m);
+            if same_mode && fs::read(dest).map(|b| b == bytes).unwrap_or(false) {
+                return Ok(false);
+            }
+        }
+    }
+    let mut f = AtomicFile::create(dest)?;
+    f.write_all(bytes)
+        .with_context(|| format!("cannot write {}", dest.display()))?;
+    if let Some(m) = mode {
+        f.set_mode(m)?;
+    }
+    f.commit()?;
+    Ok(true)
+}
+
+/// sha256 (hex) of a file, streamed.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// sha256 (hex) of bytes.
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Makes `dest` a hard link to `src` (or a copy when they are on different file systems).
+/// An existing `dest` that already is the same inode is left alone; anything else there is
+/// replaced atomically.
+pub fn link_or_copy(src: &Path, dest: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if let (Ok(s), Ok(d)) = (fs::metadata(src), fs::symlink_metadata(dest)) {
+        if s.ino() == d.ino() && s.dev() == d.dev() {
+            return Ok(());
+        }
+    }
+    if let Some(parent) = dest.parent() {
+        fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create directory {}", parent.display()))?;
+    }
+    let tmp = temp_dir_for(dest).join(format!(
+        ".bctmp-link-{}-{}",
+        std::process::id(),
+        unique_counter()
+    ));
+    let _ = fs::remove_file(&tmp);
+    if fs::hard_link(src, &tmp).is_err() {
+        let mut out = BufWriter::new(
+            File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?,
+        );
+        let mut inp = File::open(src).with_context(|| format!("cannot open {}", src.display()))?;
+        io::copy(&mut inp, &mut out).with_context(|| format!("cannot copy {}", src.display()))?;
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    }
+    fs::rename(&tmp, dest).with_context(|| format!("cannot rename into {}", dest.display()))?;
+    Ok(())
+}
+
+fn unique_counter() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Removes `path` if it exists, then its parent directories up to (not including) `stop` while
+/// they are empty.
+pub fn remove_file_and_empty_parents(path: &Path, stop: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot remove {}", path.display())),
+    }
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        if d == stop || !d.starts_with(stop) {
+            break;
+        }
+        if fs::remove_dir(d).is_err() {
+            break;
+        }
+        dir = d.parent();
+    }
+    Ok(())
+}

@@ -1,0 +1,24 @@
+//! buildchain: an offline ISO build system and artifact pipeline.
+//!
+//! Layers (see `ARCHITECTURE.md`):
+//! - [`engine`]: the generic build graph (tasks, up-to-date signatures, scheduler, reporting);
+//!   it knows nothing about ISOs.
+//! - format modules with small APIs: [`images`] (registries, OCI layouts, local builds),
+//!   [`registry_config`] (static nginx registry), [`packaging`] (RPMs, yum repodata),
+//!   [`solution`] (Solution ISOs), and the `iso9660-writer` crate.
+//! - [`tasks`]: the product graph (`iso`, `populate_iso`, `images`, `packaging`, `salt_tree`)
+//!   built from [`config::Settings`] and the repository content.
+//! - [`cli`]: the thin command line shared by `buildchain` and `cargo xtask`.
+
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod fsutil;
+pub mod images;
+pub mod packaging;
+pub mod product;
+pub mod registry_config;
+pub mod solution;
+pub mod store;
+pub mod tasks;
+pub mod yamlerr;

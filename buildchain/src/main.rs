@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    buildchain::cli::main_from_env("buildchain")
+}

@@ -1,0 +1,1 @@
+//! Product metadata: `product.txt`, `versions.json`, template rendering.

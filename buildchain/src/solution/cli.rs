@@ -1,0 +1,31 @@
+//! `buildchain solution build|validate`.
+
+/// `buildchain solution …` sub-commands.
+#[derive(clap::Subcommand, Debug)]
+pub enum SolutionCommand {
+    /// Build `<name>-<version>.iso` from a Solution definition directory.
+    Build {
+        /// The Solution definition directory (`solutions/<name>`).
+        dir: std::path::PathBuf,
+        /// Version to build (default: every version defined).
+        #[arg(long)]
+        version: Option<String>,
+        /// Output directory.
+        #[arg(short, long, default_value = "dist")]
+        output: std::path::PathBuf,
+    },
+    /// Validate a Solution ISO built by any tool.
+    Validate {
+        /// The ISO file.
+        iso: std::path::PathBuf,
+        /// Output format.
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
+}
+
+/// Runs a `solution` sub-command; returns the process exit code.
+pub fn run(cmd: &SolutionCommand) -> anyhow::Result<u8> {
+    let _ = cmd;
+    anyhow::bail!("`solution` is not implemented yet")
+}

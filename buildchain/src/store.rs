@@ -1,0 +1,151 @@
+//! Content-addressed blob store (SPEC §5.3), shared by every build and checkout.
+//!
+//! Layout: `<root>/blobs/sha256/<64 hex>`. A blob is written to a temp file inside the store,
+//! hashed while written, and renamed to its name only when the digest matches: the store never
+//! holds a blob whose content does not match its name. Images and RPMs reach the ISO tree by
+//! hard links from here ([`crate::fsutil::link_or_copy`]).
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+/// A content-addressed store rooted at a directory.
+#[derive(Clone, Debug)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// Checks that `hex` is 64 lower-case hex characters.
+pub fn is_sha256_hex(hex: &str) -> bool {
+    hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl Store {
+    /// The default store: `$BUILDCHAIN_STORE`, else `$XDG_CACHE_HOME/buildchain`, else
+    /// `~/.cache/buildchain`.
+    pub fn default_root() -> PathBuf {
+        if let Some(p) = std::env::var_os("BUILDCHAIN_STORE") {
+            return PathBuf::from(p);
+        }
+        if let Some(p) = std::env::var_os("XDG_CACHE_HOME").filter(|p| !p.is_empty()) {
+            return PathBuf::from(p).join("buildchain");
+        }
+        if let Some(h) = std::env::var_os("HOME") {
+            return PathBuf::from(h).join(".cache").join("buildchain");
+        }
+        PathBuf::from(".buildchain-cache")
+    }
+
+    /// Opens (creating) a store at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        let blobs = root.join("blobs").join("sha256");
+        fs::create_dir_all(&blobs)
+            .with_context(|| format!("cannot create store directory {}", blobs.display()))?;
+        fs::create_dir_all(root.join("tmp"))
+            .with_context(|| format!("cannot create store directory {}", root.display()))?;
+        Ok(Store { root })
+    }
+
+    /// Root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the blob with this sha256 hex lives (whether or not present).
+    pub fn path(&self, hex: &str) -> PathBuf {
+        self.root.join("blobs").join("sha256").join(hex)
+    }
+
+    /// Whether the blob is present.
+    pub fn contains(&self, hex: &str) -> bool {
+        is_sha256_hex(hex) && self.path(hex).is_file()
+    }
+
+    /// Streams `reader` into the store, verifying sha256 (and `size` when given). On mismatch
+    /// nothing is kept and the error names `what` (image, package…) and both digests.
+    /// Returns the number of bytes written.
+    pub fn put_verified(
+        &self,
+        hex: &str,
+        size: Option<u64>,
+        reader: &mut dyn Read,
+        what: &str,
+    ) -> Result<u64> {
+        if !is_sha256_hex(hex) {
+            bail!("{what}: invalid sha256 digest {hex:?}");
+        }
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".partial-")
+            .tempfile_in(self.root.join("tmp"))
+            .context("cannot create a temp file in the store")?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut n: u64 = 0;
+        loop {
+            let r = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e).with_context(|| format!("{what}: read error")),
+            };
+            h.update(&buf[..r]);
+            tmp.write_all(&buf[..r])
+                .with_context(|| format!("{what}: cannot write to the store"))?;
+            n += r as u64;
+            if let Some(s) = size {
+                if n > s {
+                    bail!("{what}: sha256:{hex} is larger than its declared size {s}");
+                }
+            }
+        }
+        if let Some(s) = size {
+            if n != s {
+                bail!("{what}: sha256:{hex} has {n} bytes, expected {s}");
+            }
+        }
+        let got = hex::encode(h.finalize());
+        if got != hex {
+            bail!("{what}: content does not match its digest: expected sha256:{hex}, got sha256:{got}");
+        }
+        tmp.as_file_mut()
+            .sync_all()
+            .context("cannot fsync store blob")?;
+        let dest = self.path(hex);
+        tmp.persist(&dest)
+            .map_err(|e| e.error)
+            .with_context(|| format!("cannot rename into {}", dest.display()))?;
+        Ok(n)
+    }
+
+    /// Adds bytes whose digest is computed here; returns the sha256 hex.
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<String> {
+        let hex = hex::encode(Sha256::digest(bytes));
+        if !self.contains(&hex) {
+            self.put_verified(&hex, Some(bytes.len() as u64), &mut &bytes[..], "blob")?;
+        }
+        Ok(hex)
+    }
+
+    /// Re-hashes a stored blob and reports whether it still matches its name.
+    pub fn verify(&self, hex: &str) -> Result<bool> {
+        Ok(crate::fsutil::sha256_file(&self.path(hex))? == hex)
+    }
+
+    /// Hard-links (or copies) a stored blob to `dest`.
+    pub fn link_to(&self, hex: &str, dest: &Path) -> Result<()> {
+        if !self.contains(hex) {
+            bail!(
+                "blob sha256:{hex} is not in the store {}",
+                self.root.display()
+            );
+        }
+        crate::fsutil::link_or_copy(&self.path(hex), dest)
+    }
+}

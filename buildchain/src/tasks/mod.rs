@@ -1,0 +1,2 @@
+//! The product graph: `iso` ← `populate_iso` ← {`images`, `packaging`, `salt_tree`, scripts,
+//! `product.txt`}.

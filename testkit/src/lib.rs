@@ -1,0 +1,265 @@
+//! Helpers shared by the integration tests and benchmarks.
+//!
+//! Rules they enforce: a missing external tool is a test *failure* with a clear message (never a
+//! silent skip); servers listen on 127.0.0.1 ephemeral ports only and are stopped by PID on drop.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Panics with an actionable message when `tool` is not on `PATH`.
+pub fn require_tool(tool: &str) -> PathBuf {
+    match which(tool) {
+        Some(p) => p,
+        None => panic!(
+            "required external tool `{tool}` is not installed; run `scripts/test.sh` (it installs \
+             every system package the tests need) or `apt-get install` the package providing it"
+        ),
+    }
+}
+
+/// Looks `tool` up on `PATH`.
+pub fn which(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
+
+/// Runs a command, panicking with its full output when it fails.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{cmd:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+/// Runs a command and returns its output whatever the exit status.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"))
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// Waits until something accepts connections on 127.0.0.1:`port`.
+pub fn wait_for_port(port: u16, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited early with {status}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on 127.0.0.1:{port} within 30s");
+}
+
+/// A background server process, killed (by PID) when dropped.
+pub struct Server {
+    child: Child,
+    /// Port it listens on (127.0.0.1).
+    pub port: u16,
+    /// Scratch directory holding its config, logs and storage.
+    pub dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+    /// `127.0.0.1:<port>` (for image references).
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+    /// PID of the server process.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: plain kill(2) on our own child's PID.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the CNCF `docker-registry` (Debian package) on an ephemeral loopback port.
+pub fn start_docker_registry() -> Server {
+    let bin = require_tool("docker-registry");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = format!(
+        "version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\nhttp: {{addr: 127.0.0.1:{port}}}\n",
+        dir.path().join("storage").display()
+    );
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(&cfg, config).unwrap();
+    let mut child = Command::new(bin)
+        .arg("serve")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.path().join("registry.log")).unwrap(),
+        ))
+        .spawn()
+        .expect("start docker-registry");
+    wait_for_port(port, &mut child, "docker-registry");
+    Server { child, port, dir }
+}
+
+/// Writes a complete nginx.conf whose `server {}` block contains `server_body`
+/// (use `{port}` placeholders are already substituted by the caller), then starts nginx.
+///
+/// `server_body` is inserted inside `server { listen 127.0.0.1:PORT; ... }`; `http_extra` goes at
+/// `http {}` level (e.g. `map`/`set` helpers).
+pub fn start_nginx(http_extra: &str, server_body: &str) -> Server {
+    let bin = nginx_bin();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("logs")).unwrap();
+    std::fs::create_dir_all(d.join("tmp")).unwrap();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log warn;\n\
+         events {{ worker_connections 256; }}\nhttp {{\n  access_log {d}/logs/access.log;\n\
+         client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;\n\
+         uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n{http_extra}\n  server {{\n    listen 127.0.0.1:{port};\n{server_body}\n  }}\n}}\n",
+        d = d.display()
+    );
+    let conf_path = d.join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    run_ok(
+        Command::new(&bin)
+            .arg("-t")
+            .arg("-q")
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-p")
+            .arg(d),
+    );
+    let mut child = Command::new(&bin)
+        .arg("-c")
+        .arg(&conf_path)
+        .arg("-p")
+        .arg(d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start nginx");
+    wait_for_port(port, &mut child, "nginx");
+    Server { child, port, dir }
+}
+
+/// The nginx binary (`/usr/sbin` is not always on PATH).
+pub fn nginx_bin() -> PathBuf {
+    which("nginx")
+        .or_else(|| Some(PathBuf::from("/usr/sbin/nginx")).filter(|p| p.exists()))
+        .unwrap_or_else(|| {
+            panic!("required external tool `nginx` is not installed; run `scripts/test.sh`")
+        })
+}
+
+/// Minimal HTTP/1.1 request on loopback, returning (status, headers lower-cased, body).
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("HTTP header end");
+    let head = String::from_utf8_lossy(&buf[..split]).to_string();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let hdrs = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, hdrs, buf[split + 4..].to_vec())
+}
+
+/// The workspace root (parent of the crate running the test).
+pub fn workspace_root() -> PathBuf {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    here.parent().map(Path::to_path_buf).unwrap_or(here)
+}
+
+/// Path of the `buildchain` binary built for this workspace's tests (`CARGO_BIN_EXE_buildchain`
+/// is only set inside the buildchain crate, so others call this).
+pub fn buildchain_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("BUILDCHAIN_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    for profile in ["release", "debug"] {
+        let p = target.join(profile).join("buildchain");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("buildchain binary not built; run `cargo build -p buildchain` first")
+}
+
+/// Deterministic pseudo-random bytes (xorshift), for reproducible fixtures.
+pub fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}

@@ -1,5 +1,11 @@
 //! `cargo xtask bench <what>`: benchmarks against the classic tools, in the same run.
 
+mod images;
+mod iso;
+mod registry_config;
+mod repodata;
+mod solution;
+
 use std::process::ExitCode;
 
 /// Dispatches `cargo xtask bench <name> [args…]`.
@@ -10,9 +16,13 @@ pub fn main(args: &[String]) -> ExitCode {
     };
     let rest = &args[1..];
     let result = match name.as_str() {
+        "iso" => iso::run(rest),
+        "images" => images::run(rest),
+        "registry-config" => registry_config::run(rest),
+        "repodata" => repodata::run(rest),
+        "solution-validate" => solution::run(rest),
         other => Err(anyhow::anyhow!("unknown benchmark {other:?}")),
     };
-    let _ = rest;
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,0 +1,14 @@
+//! Tasks `images` and `images:*`.
+
+use anyhow::Result;
+
+use crate::config::Settings;
+use crate::engine::Task;
+
+/// Every `images:*` task plus the `images` group task that depends on all of them.
+pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
+    let _ = settings;
+    Ok(vec![Task::new("images")
+        .public()
+        .doc("(not implemented yet)")])
+}

@@ -1,16 +1,333 @@
-//! The command line shared by `buildchain` and `cargo xtask`.
+//! The command line shared by `buildchain` and `cargo xtask` (thin: parsing and printing only).
+//!
+//! `buildchain [OPTIONS] [TASK…]` builds tasks (default `iso`); engine verbs `list`, `info`,
+//! `clean`; standalone verbs `iso …`, `registry-config`, `solution …`, `image fetch`.
+//! Exit codes: 0 success, 1 build/validation failure, 2 usage or configuration error.
 
 pub mod iso;
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// An error that is the user's to fix (bad flag, bad configuration): exit code 2.
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Settings;
+use crate::engine::{self, Reporter, RunOptions};
+
+/// An error that is the user's to fix (bad flag, unknown task, bad configuration): exit code 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-/// Entry point: parses `std::env::args`, runs, maps errors to exit codes (1 failure, 2 usage).
+/// Options shared by every build-graph command.
+#[derive(Args, Debug, Clone, Default)]
+pub struct GraphOptions {
+    /// Worker threads (default: number of CPUs).
+    #[arg(short = 'j', long = "jobs")]
+    pub jobs: Option<usize>,
+    /// Say what would run and why, run nothing.
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
+    /// Output style.
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    pub reporter: String,
+    /// No progress bars even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Repository root (default: found from the current directory upwards).
+    #[arg(short = 'C', long = "repo", env = "BUILDCHAIN_REPO")]
+    pub repo: Option<PathBuf>,
+    /// PROJECT_NAME (overrides the environment and .env).
+    #[arg(long)]
+    pub project_name: Option<String>,
+    /// BUILD_ROOT (overrides the environment and .env).
+    #[arg(long)]
+    pub build_root: Option<PathBuf>,
+    /// Inventory profile: `default` (offline) or `release` (adds pinned upstream images/RPMs).
+    #[arg(long, value_parser = ["default", "release"])]
+    pub profile: Option<String>,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "buildchain",
+    version,
+    about = "Offline ISO build system: build graph, images, RPM repos, static registry, ISO-9660",
+    after_help = "Tasks: iso (default), populate_iso, images, packaging, salt_tree, and sub-tasks \
+                  `task:item[/step]` (see `list --all`); wildcards like `images:*` work."
+)]
+struct Cli {
+    #[command(flatten)]
+    opts: GraphOptions,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// List tasks.
+    List {
+        /// Include sub-tasks.
+        #[arg(long)]
+        all: bool,
+        /// Include private tasks.
+        #[arg(long, short = 'p')]
+        private: bool,
+    },
+    /// Show a task's inputs, outputs, dependencies and status (and why it would run).
+    Info {
+        /// Task name.
+        task: String,
+    },
+    /// Remove the outputs of tasks (all when none given).
+    Clean {
+        /// Tasks (wildcards allowed).
+        tasks: Vec<String>,
+        /// Only print what would be removed.
+        #[arg(short = 'n', long = "dry-run")]
+        dry_run: bool,
+    },
+    /// ISO-9660 verbs; with no verb, builds the `iso` task.
+    Iso {
+        #[command(subcommand)]
+        verb: Option<iso::IsoCommand>,
+    },
+    /// Generate the static-registry nginx configuration for an images tree.
+    RegistryConfig(crate::registry_config::cli::RegistryConfigArgs),
+    /// Build or validate Solution ISOs.
+    Solution {
+        #[command(subcommand)]
+        cmd: crate::solution::cli::SolutionCommand,
+    },
+    /// Container image verbs.
+    Image {
+        #[command(subcommand)]
+        cmd: ImageCmd,
+    },
+    /// Tasks to build.
+    #[command(external_subcommand)]
+    Tasks(Vec<String>),
+}
+
+#[derive(Subcommand, Debug)]
+enum ImageCmd {
+    /// Fetch an image into a `dir:` layout (like `skopeo copy docker://REF dir:DEST`).
+    Fetch(crate::images::cli::FetchArgs),
+}
+
+/// Re-parses `TASK… [OPTIONS]` given after the task names.
+#[derive(Parser, Debug)]
+#[command(name = "buildchain")]
+struct TaskArgs {
+    #[command(flatten)]
+    opts: GraphOptions,
+    tasks: Vec<String>,
+}
+
+/// Entry point: parses `std::env::args`, runs, maps errors to exit codes.
 pub fn main_from_env(program: &str) -> ExitCode {
-    let _ = program;
-    ExitCode::SUCCESS
+    let mut args: Vec<String> = std::env::args().collect();
+    if let Some(first) = args.first_mut() {
+        *first = program.to_string();
+    }
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match dispatch(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<u8> {
+    let opts = cli.opts;
+    match cli.cmd {
+        None => build(&opts, &["iso".to_string()]),
+        Some(Cmd::Tasks(raw)) => {
+            let mut argv = vec!["buildchain".to_string()];
+            argv.extend(raw);
+            let t = TaskArgs::try_parse_from(&argv).map_err(|e| UsageError(e.to_string()))?;
+            let merged = merge_opts(opts, t.opts);
+            build(&merged, &t.tasks)
+        }
+        Some(Cmd::Iso { verb: None }) => build(&opts, &["iso".to_string()]),
+        Some(Cmd::Iso { verb: Some(v) }) => iso::run(&v),
+        Some(Cmd::List { all, private }) => {
+            let (settings, graph) = load(&opts)?;
+            let _ = settings;
+            let rows = engine::verbs::list(&graph, all, private);
+            let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+            for (name, doc) in rows {
+                println!("{name:<width$}  {doc}");
+            }
+            Ok(0)
+        }
+        Some(Cmd::Info { task }) => {
+            let (settings, graph) = load(&opts)?;
+            if graph.get(&task).is_none() {
+                return Err(UsageError(format!("unknown task {task:?} (see `list --all`)")).into());
+            }
+            let (text, _) = engine::verbs::info(&graph, &task, run_options(&settings, &opts))?;
+            print!("{text}");
+            Ok(0)
+        }
+        Some(Cmd::Clean { tasks, dry_run }) => {
+            let (settings, graph) = load(&opts)?;
+            let names = if tasks.is_empty() {
+                graph.tasks().map(|t| t.name.clone()).collect()
+            } else {
+                engine::expand(&graph, &tasks).map_err(|e| UsageError(e.to_string()))?
+            };
+            let ropts = run_options(&settings, &opts);
+            let removed = {
+                let eng = engine::Engine::open(&graph, ropts)?;
+                eng.clean(&names, dry_run)?
+            };
+            for r in &removed {
+                println!("{} {r}", if dry_run { "would remove" } else { "removed" });
+            }
+            if tasks.is_empty() && !dry_run {
+                // Everything under the build root is ours: leave nothing behind.
+                if settings.build_root.exists() {
+                    std::fs::remove_dir_all(&settings.build_root).with_context(|| {
+                        format!("cannot remove {}", settings.build_root.display())
+                    })?;
+                }
+                println!("removed {}", settings.build_root.display());
+            }
+            Ok(0)
+        }
+        Some(Cmd::RegistryConfig(a)) => crate::registry_config::cli::run(&a).map(|()| 0),
+        Some(Cmd::Solution { cmd }) => crate::solution::cli::run(&cmd),
+        Some(Cmd::Image {
+            cmd: ImageCmd::Fetch(a),
+        }) => crate::images::cli::fetch(&a).map(|()| 0),
+    }
+}
+
+fn merge_opts(a: GraphOptions, b: GraphOptions) -> GraphOptions {
+    GraphOptions {
+        jobs: b.jobs.or(a.jobs),
+        dry_run: a.dry_run || b.dry_run,
+        reporter: if b.reporter != "text" {
+            b.reporter
+        } else {
+            a.reporter
+        },
+        no_progress: a.no_progress || b.no_progress,
+        repo: b.repo.or(a.repo),
+        project_name: b.project_name.or(a.project_name),
+        build_root: b.build_root.or(a.build_root),
+        profile: b.profile.or(a.profile),
+    }
+}
+
+/// Finds the repository root: `--repo`, else the nearest ancestor of the current directory
+/// holding `VERSION` and `salt/`.
+pub fn find_repo_root(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let mut dir = Some(cwd.as_path());
+    while let Some(d) = dir {
+        if d.join("VERSION").is_file() && d.join("salt").is_dir() {
+            return Ok(d.to_path_buf());
+        }
+        dir = d.parent();
+    }
+    Err(UsageError(format!(
+        "no buildchain repository (a directory with VERSION and salt/) at or above {}; use --repo",
+        cwd.display()
+    ))
+    .into())
+}
+
+fn load(opts: &GraphOptions) -> Result<(Settings, engine::Graph)> {
+    let repo = find_repo_root(opts.repo.as_deref())?;
+    let mut overrides = BTreeMap::new();
+    if let Some(p) = &opts.project_name {
+        overrides.insert("PROJECT_NAME".to_string(), p.clone());
+    }
+    if let Some(b) = &opts.build_root {
+        overrides.insert("BUILD_ROOT".to_string(), b.display().to_string());
+    }
+    if let Some(p) = &opts.profile {
+        overrides.insert("BUILDCHAIN_PROFILE".to_string(), p.clone());
+    }
+    let settings = Settings::load(&repo, &overrides).map_err(|e| UsageError(format!("{e:#}")))?;
+    let graph = crate::tasks::build_graph(&settings).map_err(|e| UsageError(format!("{e:#}")))?;
+    Ok((settings, graph))
+}
+
+fn run_options(settings: &Settings, opts: &GraphOptions) -> RunOptions {
+    let mut r = RunOptions::new(&settings.build_root, &settings.repo_root);
+    if let Some(j) = opts.jobs {
+        r.jobs = j.max(1);
+    }
+    r.dry_run = opts.dry_run;
+    r.reporter = if opts.reporter == "json" {
+        Reporter::Json
+    } else {
+        Reporter::Text
+    };
+    r.progress_bars = !opts.no_progress;
+    r.prune_roots = vec![settings.build_root.clone(), settings.dist_dir.clone()];
+    r
+}
+
+fn build(opts: &GraphOptions, patterns: &[String]) -> Result<u8> {
+    let (settings, graph) = load(opts)?;
+    let patterns = if patterns.is_empty() {
+        vec!["iso".to_string()]
+    } else {
+        patterns.to_vec()
+    };
+    let targets = engine::expand(&graph, &patterns).map_err(|e| UsageError(e.to_string()))?;
+    let ropts = run_options(&settings, opts);
+    let reporter = ropts.reporter;
+    let summary = engine::run(&graph, &targets, ropts)?;
+    match reporter {
+        Reporter::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
+        _ => {
+            let count = |s: engine::Status| summary.tasks.iter().filter(|t| t.status == s).count();
+            for p in &summary.pruned {
+                eprintln!("pruned stale output {p}");
+            }
+            if opts.dry_run {
+                for t in summary
+                    .tasks
+                    .iter()
+                    .filter(|t| t.status == engine::Status::WouldRun)
+                {
+                    println!("would run {}: {}", t.name, t.reasons.join("; "));
+                }
+            }
+            eprintln!(
+                "{} tasks: {} ran, {} up to date, {} failed, {} blocked ({:.2}s); log: {}",
+                summary.tasks.len(),
+                count(engine::Status::Success),
+                count(engine::Status::Skipped),
+                count(engine::Status::Error),
+                count(engine::Status::Blocked),
+                summary.duration_s,
+                settings.build_root.join("build.log").display()
+            );
+        }
+    }
+    Ok(if summary.ok { 0 } else { 1 })
 }

@@ -5,13 +5,20 @@
 //! outputs match the last successful run recorded in the state DB under the build root.
 
 pub mod progress;
+pub mod run;
+pub mod select;
+pub mod signature;
+pub mod state;
 pub mod task;
+pub mod verbs;
 
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
 
 pub use progress::{Progress, ProgressHub};
+pub use run::{run, Engine, Reporter, RunOptions, RunSummary, Status, TaskResult};
+pub use select::expand;
 pub use task::{Action, Input, Task, TaskContext};
 
 /// The set of tasks of a build.

@@ -131,6 +131,7 @@ pub struct TaskContext {
     pub(crate) extra_outputs: Vec<PathBuf>,
     pub(crate) known_digests: Vec<(PathBuf, String)>,
     pub(crate) progress: super::progress::ProgressHub,
+    pub(crate) cache: Arc<super::signature::HashCache>,
 }
 
 impl TaskContext {
@@ -147,6 +148,11 @@ impl TaskContext {
     pub fn record_digest(&mut self, path: impl AsRef<Path>, sha256_hex: impl Into<String>) {
         self.known_digests
             .push((path.as_ref().to_path_buf(), sha256_hex.into()));
+    }
+    /// sha256 hex of a file through the engine's content cache (no re-read when its stat is
+    /// unchanged since it was last hashed).
+    pub fn sha256(&self, path: &Path) -> anyhow::Result<String> {
+        self.cache.signature(path)
     }
     /// A progress indicator for long work (a bar on a terminal, plain lines otherwise).
     pub fn progress(&self, total_bytes: Option<u64>, message: &str) -> Progress {

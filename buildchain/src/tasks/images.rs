@@ -12,3 +12,9 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
         .public()
         .doc("(not implemented yet)")])
 }
+
+/// Name → version of what this area ships, for `versions.json`.
+pub fn versions(settings: &Settings) -> Result<std::collections::BTreeMap<String, String>> {
+    let _ = settings;
+    Ok(Default::default())
+}

@@ -1,0 +1,108 @@
+//! `salt_tree`: deploys `salt/states` → `<iso>/salt` and `salt/pillar` → `<iso>/pillar`.
+//!
+//! One task per file, discovered by walking the tree (no hand-kept list: a new file ships, a
+//! removed file's task disappears and the engine prunes its output). `*.in` files are rendered
+//! with the template context (a value input, so a version change re-renders them), and
+//! `salt/metalk8s/versions.json` is generated.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::{copy_file_if_changed, rel_name};
+use crate::config::Settings;
+use crate::engine::Task;
+use crate::product::{self, PlatformVersions};
+
+/// Every `salt_tree:*` task and the `salt_tree` group.
+pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
+    let platform = PlatformVersions::load(&settings.repo_root)?;
+    let ctx = product::template_context(settings, &platform);
+    let ctx_json = serde_json::to_string(&ctx)?;
+    let mut out = Vec::new();
+    for (src_dir, dest_dir) in [("states", "salt"), ("pillar", "pillar")] {
+        let src_root = settings.repo_root.join("salt").join(src_dir);
+        let dest_root = settings.iso_root.join(dest_dir);
+        for src in crate::engine::signature::walk_tree(&src_root)? {
+            let rel = rel_name(&src, &src_root);
+            if let Some(stem) = rel.strip_suffix(".in") {
+                let dest = dest_root.join(stem);
+                out.push(render_task(settings, &src, &dest, &ctx, &ctx_json)?);
+            } else {
+                let dest = dest_root.join(&rel);
+                let name = format!("salt_tree:{}", rel_name(&dest, &settings.iso_root));
+                let (s, d) = (src.clone(), dest.clone());
+                out.push(
+                    Task::new(name)
+                        .doc(format!("copy salt/{src_dir}/{rel}"))
+                        .input_file(&src)
+                        .output(&dest)
+                        .action(move |_| copy_file_if_changed(&s, &d).map(|_| ())),
+                );
+            }
+        }
+    }
+    out.push(versions_json_task(settings, &platform)?);
+    let deps: Vec<String> = out.iter().map(|t| t.name.clone()).collect();
+    out.push(
+        Task::new("salt_tree")
+            .public()
+            .doc("Deploy the Salt tree (states, pillar, versions.json) into the ISO tree")
+            .deps(deps),
+    );
+    Ok(out)
+}
+
+/// A task rendering template `src` (`@@KEY` placeholders) into `dest`.
+pub fn render_task(
+    settings: &Settings,
+    src: &Path,
+    dest: &Path,
+    ctx: &BTreeMap<String, String>,
+    ctx_json: &str,
+) -> Result<Task> {
+    let name = format!("salt_tree:{}", rel_name(dest, &settings.iso_root));
+    let (s, d, c) = (src.to_path_buf(), dest.to_path_buf(), ctx.clone());
+    let origin = rel_name(src, &settings.repo_root);
+    Ok(Task::new(name)
+        .doc(format!("render {origin}"))
+        .input_file(src)
+        .value("template context", ctx_json)
+        .output(dest)
+        .action(move |_| render_file(&s, &d, &c, &origin)))
+}
+
+/// Renders a template file into `dest` (kept executable when the template is).
+pub fn render_file(
+    src: &Path,
+    dest: &Path,
+    ctx: &BTreeMap<String, String>,
+    origin: &str,
+) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let text =
+        std::fs::read_to_string(src).with_context(|| format!("cannot read {}", src.display()))?;
+    let rendered = product::render_template(&text, ctx, origin)?;
+    let exec = std::fs::metadata(src)?.permissions().mode() & 0o111 != 0
+        || dest.extension().is_some_and(|e| e == "sh");
+    let mode = if exec { 0o755 } else { 0o644 };
+    crate::fsutil::write_if_changed(dest, rendered.as_bytes(), Some(mode))?;
+    Ok(())
+}
+
+fn versions_json_task(settings: &Settings, platform: &PlatformVersions) -> Result<Task> {
+    let images = super::images::versions(settings)?;
+    let packages = super::packaging::versions(settings)?;
+    let text = product::versions_json(settings, platform, &images, &packages)?;
+    let dest: PathBuf = settings.iso_root.join("salt/metalk8s/versions.json");
+    let d = dest.clone();
+    let t = text.clone();
+    Ok(Task::new("salt_tree:salt/metalk8s/versions.json")
+        .doc("generate salt/metalk8s/versions.json")
+        .value("versions.json", text)
+        .output(&dest)
+        .action(move |_| {
+            crate::fsutil::write_if_changed(&d, t.as_bytes(), Some(0o644)).map(|_| ())
+        }))
+}

@@ -1,0 +1,3 @@
+metalk8s:
+  roles:
+    minion: true

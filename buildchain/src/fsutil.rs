@@ -2,9 +2,9 @@
 //! hard-link-or-copy.
 //!
 //! Invariant: a path a task declares as output is either absent, its previous content, or its new
-//! complete content — never half-written. Temp files live in a scratch directory the engine
-//! empties at the start of each run (see [`set_scratch_dir`]), so a `kill -9` leaves no debris in
-//! the output trees.
+//! complete content — never half-written. Temp files are created beside their destination with
+//! the [`TEMP_PREFIX`] prefix (so the rename is atomic on the same file system); the engine sweeps
+//! leftovers of a killed run before it starts.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
@@ -14,38 +14,32 @@ use std::sync::OnceLock;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-static SCRATCH: OnceLock<PathBuf> = OnceLock::new();
-
-/// Sets the directory temp files are created in (same file system as the outputs, so renames are
-/// atomic). Called once by the engine; later calls are ignored.
-pub fn set_scratch_dir(dir: &Path) {
-    let _ = SCRATCH.set(dir.to_path_buf());
-}
+/// Prefix of every temp file this module creates next to a destination. The engine deletes
+/// leftovers with this prefix (from a killed run) under its output roots when it starts.
+pub const TEMP_PREFIX: &str = ".bctmp-";
 
 fn temp_dir_for(dest: &Path) -> PathBuf {
-    if let Some(s) = SCRATCH.get() {
-        if fs::create_dir_all(s).is_ok() && same_device(s, dest) {
-            return s.clone();
-        }
-    }
     dest.parent()
         .filter(|p| !p.as_os_str().is_empty())
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-fn same_device(a: &Path, dest: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let mut probe = dest.parent().map(Path::to_path_buf);
-    while let Some(p) = probe {
-        if let Ok(m) = fs::metadata(&p) {
-            return fs::metadata(a)
-                .map(|am| am.dev() == m.dev())
-                .unwrap_or(false);
+/// Deletes leftover temp files (see [`TEMP_PREFIX`]) under `root`; returns how many.
+pub fn sweep_temp_files(root: &Path) -> usize {
+    let mut n = 0;
+    for e in walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(|e| e.ok())
+    {
+        if e.file_type().is_file()
+            && e.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
+            && fs::remove_file(e.path()).is_ok()
+        {
+            n += 1;
         }
-        probe = p.parent().map(Path::to_path_buf);
     }
-    false
+    n
 }
 
 /// A file being written; it appears at its destination only on [`AtomicFile::commit`].
@@ -63,7 +57,7 @@ impl AtomicFile {
         }
         let dir = temp_dir_for(dest);
         let tmp = tempfile::Builder::new()
-            .prefix(".bctmp-")
+            .prefix(TEMP_PREFIX)
             .tempfile_in(&dir)
             .with_context(|| format!("cannot create a temp file in {}", dir.display()))?;
         Ok(AtomicFile {
@@ -172,7 +166,7 @@ pub fn link_or_copy(src: &Path, dest: &Path) -> Result<()> {
             .with_context(|| format!("cannot create directory {}", parent.display()))?;
     }
     let tmp = temp_dir_for(dest).join(format!(
-        ".bctmp-link-{}-{}",
+        "{TEMP_PREFIX}link-{}-{}",
         std::process::id(),
         unique_counter()
     ));

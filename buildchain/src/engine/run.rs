@@ -165,11 +165,10 @@ impl<'g> Engine<'g> {
     /// Opens the state DB of `opts.build_root` and takes the build lock.
     pub fn open(graph: &'g Graph, opts: RunOptions) -> Result<Self> {
         let lock = lock_build_root(&opts.build_root)?;
-        let scratch = opts.build_root.join(".buildchain").join("tmp");
-        let _ = std::fs::remove_dir_all(&scratch);
-        std::fs::create_dir_all(&scratch)
-            .with_context(|| format!("cannot create {}", scratch.display()))?;
-        crate::fsutil::set_scratch_dir(&scratch);
+        // Debris of a killed run: temp files never renamed into place.
+        for root in &opts.prune_roots {
+            crate::fsutil::sweep_temp_files(root);
+        }
         let db = StateDb::new(&opts.build_root);
         let state = db.load();
         let cache = std::sync::Arc::new(HashCache::new(state.files.clone()));
@@ -559,6 +558,13 @@ pub fn run(graph: &Graph, targets: &[String], opts: RunOptions) -> Result<RunSum
     let set = closure(graph, targets)?;
     topo_order(graph, &set)?;
     let engine = Engine::open(graph, opts.clone())?;
+    // Tasks gone from the graph (an image dropped from the inventory, a deleted Salt file) lose
+    // their outputs first, so nothing downstream sees them.
+    let pruned = if opts.dry_run {
+        Vec::new()
+    } else {
+        engine.prune_orphans()?
+    };
     let hub = match opts.reporter {
         Reporter::Text => ProgressHub::new(!opts.progress_bars),
         Reporter::Json => ProgressHub::new(true),
@@ -679,11 +685,6 @@ pub fn run(graph: &Graph, targets: &[String], opts: RunOptions) -> Result<RunSum
         .results
         .iter()
         .all(|r| r.status != Status::Error && r.status != Status::Blocked);
-    let pruned = if opts.dry_run {
-        Vec::new()
-    } else {
-        engine.prune_orphans()?
-    };
     if !opts.dry_run {
         engine.save()?;
     }

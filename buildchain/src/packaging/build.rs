@@ -186,17 +186,35 @@ pub fn build_package(l: &LoadedDef, vars: &Vars, source_date: u32) -> Result<rpm
         b.with_symlink(FileOptions::symlink(s.path.clone(), s.target.clone()))
             .with_context(|| format!("{file}: symlinks[{i}] ({}): cannot add", s.path))?;
     }
+    // Scriptlets run by /bin/sh, which they require at that step (as rpmbuild records it).
+    let sh = || rpm::Scriptlet::new("").prog(vec!["/bin/sh"]);
     if let Some(s) = &d.scripts.pre {
-        b.pre_install_script(render(s, "scripts.pre")?);
+        b.pre_install_script(rpm::Scriptlet {
+            script: render(s, "scripts.pre")?,
+            ..sh()
+        });
+        b.requires(Dependency::script_pre("/bin/sh"));
     }
     if let Some(s) = &d.scripts.post {
-        b.post_install_script(render(s, "scripts.post")?);
+        b.post_install_script(rpm::Scriptlet {
+            script: render(s, "scripts.post")?,
+            ..sh()
+        });
+        b.requires(Dependency::script_post("/bin/sh"));
     }
     if let Some(s) = &d.scripts.preun {
-        b.pre_uninstall_script(render(s, "scripts.preun")?);
+        b.pre_uninstall_script(rpm::Scriptlet {
+            script: render(s, "scripts.preun")?,
+            ..sh()
+        });
+        b.requires(Dependency::script_preun("/bin/sh"));
     }
     if let Some(s) = &d.scripts.postun {
-        b.post_uninstall_script(render(s, "scripts.postun")?);
+        b.post_uninstall_script(rpm::Scriptlet {
+            script: render(s, "scripts.postun")?,
+            ..sh()
+        });
+        b.requires(Dependency::script_postun("/bin/sh"));
     }
     for (i, c) in d.changelog.iter().enumerate() {
         let what = format!("changelog[{i}]");

@@ -8,6 +8,7 @@
 pub mod build;
 pub mod evr;
 pub mod lock;
+pub mod product;
 pub mod remote;
 pub mod repodata;
 pub mod spec;

@@ -291,6 +291,9 @@ fn check_definition(l: &LoadedDef) -> Result<()> {
     if !name_ok(&d.name) {
         bail!("{file}: invalid package name {:?}", d.name);
     }
+    if !name_ok(&d.arch) {
+        bail!("{file}: invalid arch {:?}", d.arch);
+    }
     if d.summary.contains('\n') {
         bail!("{file}: summary must be one line");
     }

@@ -368,7 +368,13 @@ fn packaging_repodata_matches_createrepo_c() {
     let b = cr_dump(&theirs);
     assert_eq!(a.as_object().unwrap().len(), 3);
     assert_eq!(b.as_object().unwrap().len(), 3);
-    assert!(a["extra-tool-2:2.5.1-3.el8.x86_64"]["requires"].as_array().unwrap().len() >= 3);
+    assert!(
+        a["extra-tool-2:2.5.1-3.el8.x86_64"]["requires"]
+            .as_array()
+            .unwrap()
+            .len()
+            >= 3
+    );
     for (nevra, theirs_pkg) in b.as_object().unwrap() {
         let ours_pkg = &a[nevra];
         for (field, v) in theirs_pkg.as_object().unwrap() {

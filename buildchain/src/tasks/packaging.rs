@@ -1,16 +1,144 @@
-//! Tasks `packaging` and `packaging:*`.
+//! Tasks `packaging` and `packaging:*`:
+//! - `packaging:<pkg>/rpm`: builds one RPM from its definition into its repository directory;
+//! - `packaging:<repo>/fetch` (release profile): pins of that repository, store → repo directory;
+//! - `packaging:<repo>/repodata`: drops RPMs that no longer belong, copies GPG keys, writes
+//!   `repodata/`;
+//! - `packaging`: the public group.
+
+use std::sync::Arc;
 
 use anyhow::Result;
 
 use crate::config::Settings;
 use crate::engine::Task;
+use crate::packaging::product::{Plan, Product};
+use crate::store::Store;
 
 /// Every `packaging:*` task plus the `packaging` group task that depends on all of them.
 pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
-    let _ = settings;
-    Ok(vec![Task::new("packaging")
-        .public()
-        .doc("(not implemented yet)")])
+    let product = Arc::new(Product::from_settings(settings));
+    let plan = Arc::new(product.plan()?);
+    let store_root = settings.store_root.clone();
+    let mut tasks = Vec::new();
+    let mut all = Vec::new();
+    let common = |t: Task| {
+        t.value("project", product.project.clone())
+            .value("product version", product.product_version.clone())
+            .value("source date", product.source_date.to_string())
+    };
+
+    for (name, p) in &plan.packages {
+        let tname = format!("packaging:{name}/rpm");
+        let dest = product.repo_dir(&p.repository).join(p.nevra.file_name());
+        let mut t = common(Task::new(&tname))
+            .doc(format!("build {}", p.nevra.file_name()))
+            .input_file(&p.def.path)
+            .value("nevra", format!("{:?}", p.nevra))
+            .value("repository", p.repository.clone())
+            .output(&dest);
+        for f in p.def.source_files() {
+            t = t.input_file(f);
+        }
+        let (product2, plan2, name2) = (product.clone(), plan.clone(), name.clone());
+        t = t.action(move |ctx| {
+            let p = &plan2.packages[&name2];
+            let path = product2.build_rpm(p)?;
+            ctx.add_output(&path);
+            Ok(())
+        });
+        all.push(tname);
+        tasks.push(t);
+    }
+
+    for (repo, r) in &plan.repos {
+        let mut deps: Vec<String> = r
+            .built
+            .iter()
+            .map(|n| format!("packaging:{n}/rpm"))
+            .collect();
+        if !r.locked.is_empty() {
+            let tname = format!("packaging:{repo}/fetch");
+            let dir = product.repo_dir(repo);
+            let mut t = common(Task::new(&tname))
+                .doc(format!("fetch the pinned RPMs of repository {repo}"))
+                .value("pins", serde_json::to_string(&r.locked).unwrap_or_default());
+            for p in &r.locked {
+                t = t.output(dir.join(p.file_name()));
+            }
+            let (product2, plan2, repo2, store_root2) = (
+                product.clone(),
+                plan.clone(),
+                repo.clone(),
+                store_root.clone(),
+            );
+            t = t.action(move |ctx| {
+                let store = Store::open(&store_root2)?;
+                let total: u64 = plan2.repos[&repo2]
+                    .locked
+                    .iter()
+                    .filter(|p| !p.sha256.as_ref().is_some_and(|s| store.contains(s)))
+                    .filter_map(|p| p.size)
+                    .sum();
+                let bar = ctx.progress(Some(total), "downloading RPMs");
+                let (files, _stats) =
+                    product2.fetch_repo(&plan2, &repo2, &store, &mut |_, n| bar.inc(n))?;
+                bar.finish();
+                for f in files {
+                    ctx.add_output(f);
+                }
+                Ok(())
+            });
+            deps.push(tname.clone());
+            all.push(tname);
+            tasks.push(t);
+        }
+
+        let tname = format!("packaging:{repo}/repodata");
+        let dir = product.repo_dir(repo);
+        let mut t = common(Task::new(&tname))
+            .doc(format!(
+                "write the repodata of {}",
+                crate::packaging::repo_dir_name(&product.project, repo, product.major)
+            ))
+            .deps(deps)
+            .value("rpms", repo_rpm_list(&plan, repo))
+            .output(dir.join("repodata").join("repomd.xml"));
+        for f in plan.repos[repo].rpm_files(&plan) {
+            t = t.input_file(dir.join(f));
+        }
+        for k in &r.gpg_keys {
+            t = t.input_file(k);
+        }
+        let (product2, plan2, repo2) = (product.clone(), plan.clone(), repo.clone());
+        t = t.action(move |ctx| {
+            let files = product2.assemble_repo(&plan2, &repo2)?;
+            let rpms: Vec<String> = plan2.repos[&repo2].rpm_files(&plan2);
+            for f in files {
+                // RPMs belong to their rpm/fetch tasks; this task owns keys and repodata.
+                let is_rpm = f
+                    .file_name()
+                    .is_some_and(|n| rpms.iter().any(|r| n == r.as_str()));
+                if !is_rpm {
+                    ctx.add_output(f);
+                }
+            }
+            Ok(())
+        });
+        all.push(tname);
+        tasks.push(t);
+    }
+
+    tasks.push(
+        Task::new("packaging")
+            .public()
+            .doc("build the product RPMs and yum repositories (packages/redhat/…)")
+            .deps(all),
+    );
+    Ok(tasks)
+}
+
+fn repo_rpm_list(plan: &Plan, repo: &str) -> String {
+    plan.repos[repo].rpm_files(plan).join(",")
 }
 
 /// Name → version of what this area ships, for `versions.json`.

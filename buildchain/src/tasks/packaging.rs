@@ -141,8 +141,22 @@ fn repo_rpm_list(plan: &Plan, repo: &str) -> String {
     plan.repos[repo].rpm_files(plan).join(",")
 }
 
-/// Name → version of what this area ships, for `versions.json`.
+/// Name → `version-release` of every package the product ships, for `versions.json`.
 pub fn versions(settings: &Settings) -> Result<std::collections::BTreeMap<String, String>> {
-    let _ = settings;
-    Ok(Default::default())
+    let product = Product::from_settings(settings);
+    let plan = product.plan()?;
+    let mut out = std::collections::BTreeMap::new();
+    for p in plan.packages.values() {
+        out.insert(
+            p.nevra.name.clone(),
+            format!("{}-{}", p.nevra.version, p.nevra.release),
+        );
+    }
+    for r in plan.repos.values() {
+        for l in &r.locked {
+            let evr = l.evr.split_once(':').map(|(_, vr)| vr).unwrap_or(&l.evr);
+            out.insert(l.name.clone(), evr.to_string());
+        }
+    }
+    Ok(out)
 }

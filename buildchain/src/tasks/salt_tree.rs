@@ -44,6 +44,7 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
         }
     }
     out.push(versions_json_task(settings, &platform)?);
+    out.push(registry_config_task(settings));
     let deps: Vec<String> = out.iter().map(|t| t.name.clone()).collect();
     out.push(
         Task::new("salt_tree")
@@ -105,4 +106,43 @@ fn versions_json_task(settings: &Settings, platform: &PlatformVersions) -> Resul
         .action(move |_| {
             crate::fsutil::write_if_changed(&d, t.as_bytes(), Some(0o644)).map(|_| ())
         }))
+}
+
+/// `salt/metalk8s/repo/files/metalk8s-registry{,-common}.inc`: the static-registry nginx
+/// includes generated from the built image tree (SPEC §6).
+fn registry_config_task(settings: &Settings) -> Task {
+    use crate::registry_config::{generate, Constants, Options};
+    let files = settings.iso_root.join("salt/metalk8s/repo/files");
+    let per_version = files.join("metalk8s-registry.inc");
+    let common = files.join("metalk8s-registry-common.inc");
+    let images = settings.iso_root.join("images");
+    let opts = Options {
+        name_prefix: format!("{}-{}/", settings.project_lower(), settings.version.full()),
+        server_root: format!("${}", product::registry_root_var(settings)),
+        constants: Constants::Omit,
+    };
+    let (pv, cm, img) = (per_version.clone(), common.clone(), images.clone());
+    let o = opts.clone();
+    Task::new("salt_tree:salt/metalk8s/repo/files/metalk8s-registry.inc")
+        .doc("generate the static-registry nginx includes from the image tree")
+        .dep("images")
+        .input_tree(&images)
+        .value("name prefix", opts.name_prefix.clone())
+        .value("server root", opts.server_root.clone())
+        .output(&per_version)
+        .output(&common)
+        .action(move |_| {
+            std::fs::create_dir_all(&img)?;
+            let text = generate(&img, &o)?;
+            crate::fsutil::write_if_changed(&pv, text.as_bytes(), Some(0o644))?;
+            let constants = generate(
+                &img,
+                &Options {
+                    constants: Constants::Only,
+                    ..o.clone()
+                },
+            )?;
+            crate::fsutil::write_if_changed(&cm, constants.as_bytes(), Some(0o644))?;
+            Ok(())
+        })
 }

@@ -120,6 +120,8 @@ struct Rec {
 }
 
 struct Cont {
+    /// Primary directory whose extent this continuation area follows.
+    dir: usize,
     bytes: Vec<u8>,
     next: Option<usize>,
     sector: u32,
@@ -144,8 +146,27 @@ impl Rec {
 /// inode, or with identical contents, are written once. Fails (without panicking) on unreadable
 /// sources, unsupported file types (devices, sockets, FIFOs) or files that change size while
 /// mastering.
+///
+/// `out` must be open for reading and writing (the SHA-256 of the implanted image is computed
+/// by re-reading it).
 pub fn master(src_dir: &Path, out: &mut File, opts: &MasterOptions) -> Result<MasterReport> {
+    master_with_extent_limit(src_dir, out, opts, MAX_EXTENT)
+}
+
+/// [`master`] with a smaller multi-extent section size (a multiple of 2048), so tests can
+/// exercise multi-extent files without 4 GiB sources.
+#[doc(hidden)]
+pub fn master_with_extent_limit(
+    src_dir: &Path,
+    out: &mut File,
+    opts: &MasterOptions,
+    max_extent: u64,
+) -> Result<MasterReport> {
+    if max_extent == 0 || max_extent % SECTOR_SIZE != 0 || max_extent > MAX_EXTENT {
+        return Err(Error::Source(format!("invalid extent limit {max_extent}")));
+    }
     let mut b = Builder::scan(src_dir)?;
+    b.max_extent = max_extent;
     b.dedup()?;
     b.names();
     b.build(opts)?;
@@ -165,6 +186,10 @@ struct Builder {
     jdir_lba: HashMap<usize, (u32, u32)>,
     layout: Layout,
     shared: u64,
+    max_extent: u64,
+    cur_dir: usize,
+    /// Continuation-area sectors following each primary directory extent, and their first LBA.
+    ce_sectors: HashMap<usize, (u32, u32)>,
 }
 
 #[derive(Default)]
@@ -174,8 +199,6 @@ struct Layout {
     ptl_jol: Vec<u8>,
     ptm_jol: Vec<u8>,
     pt_lba: [u32; 4],
-    ce_lba: u32,
-    ce_sectors: u32,
     data_lba: u32,
     empty_lba: u32,
     total_sectors: u64,
@@ -324,6 +347,9 @@ impl Builder {
             jdir_lba: HashMap::new(),
             layout: Layout::default(),
             shared: 0,
+            max_extent: MAX_EXTENT,
+            cur_dir: 0,
+            ce_sectors: HashMap::new(),
         })
     }
 
@@ -441,6 +467,7 @@ impl Builder {
         // Primary records with Rock Ridge.
         for di in 0..self.prim_dirs.len() {
             let d = self.prim_dirs[di];
+            self.cur_dir = d;
             let mut recs = Vec::new();
             let parent = self.nodes[d].parent;
             let mut dot = vec![rr_flags_entry(0x81)];
@@ -497,19 +524,25 @@ impl Builder {
             }
             self.jol_recs.insert(d, recs);
         }
-        // Continuation areas: bump allocation, never across a sector boundary.
-        let (mut sector, mut offset) = (0u32, 0u32);
+        // Continuation areas: per directory (they follow its extent, where streaming readers such
+        // as libarchive expect them), bump allocation, never across a sector boundary.
+        let mut ce_count: HashMap<usize, u32> = HashMap::new();
+        let mut cur: Option<(usize, u32, u32)> = None;
         for c in self.conts.iter_mut() {
             let len = (c.bytes.len() + if c.next.is_some() { 28 } else { 0 }) as u32;
+            let (mut sector, mut offset) = match cur {
+                Some((d, s, o)) if d == c.dir => (s, o),
+                _ => (0, 0),
+            };
             if offset + len > SECTOR as u32 {
                 sector += 1;
                 offset = 0;
             }
             c.sector = sector;
             c.offset = offset;
-            offset += len;
+            cur = Some((c.dir, sector, offset + len));
+            ce_count.insert(c.dir, sector + 1);
         }
-        let ce_sectors = if self.conts.is_empty() { 0 } else { sector + 1 };
         // Path tables.
         let pt_prim_len = self.path_table_len(&self.prim_dirs, false);
         let pt_jol_len = self.path_table_len(&self.jol_dirs, true);
@@ -526,14 +559,16 @@ impl Builder {
             let size = dir_size(&self.prim_recs[&d]);
             self.dir_lba.insert(d, (lba as u32, size as u32));
             lba += size / SECTOR_SIZE;
+            if let Some(&n) = ce_count.get(&d) {
+                self.ce_sectors.insert(d, (lba as u32, n));
+                lba += n as u64;
+            }
         }
         for &d in &self.jol_dirs {
             let size = dir_size(&self.jol_recs[&d]);
             self.jdir_lba.insert(d, (lba as u32, size as u32));
             lba += size / SECTOR_SIZE;
         }
-        let ce_lba = lba;
-        lba += ce_sectors as u64;
         let data_lba = lba;
         // Data extents, in tree (node) order of first reference.
         let mut placed = vec![false; self.datas.len()];
@@ -555,8 +590,6 @@ impl Builder {
         }
         self.layout = Layout {
             pt_lba,
-            ce_lba: ce_lba as u32,
-            ce_sectors,
             data_lba: data_lba as u32,
             empty_lba: empty_lba as u32,
             total_sectors: lba,
@@ -581,7 +614,7 @@ impl Builder {
                 // LBAs are not known yet: record the data index in `lba` and the section number
                 // in `len`; resolved at serialisation time.
                 let size = self.datas[*d].size;
-                let parts = size.div_ceil(MAX_EXTENT).max(1);
+                let parts = size.div_ceil(self.max_extent).max(1);
                 (0..parts)
                     .map(|p| {
                         let flags = if p + 1 < parts { 0x80 } else { 0 };
@@ -648,6 +681,7 @@ impl Builder {
         let n = chunks.len();
         for (i, bytes) in chunks.into_iter().enumerate() {
             self.conts.push(Cont {
+                dir: self.cur_dir,
                 bytes,
                 next: if i + 1 < n { Some(first + i + 1) } else { None },
                 sector: 0,
@@ -726,8 +760,8 @@ impl Builder {
             Target::Empty => (self.layout.empty_lba, 0),
             Target::Data { lba: d, len: part } => {
                 let data = &self.datas[d as usize];
-                let off = part as u64 * MAX_EXTENT;
-                let len = (data.size - off).min(MAX_EXTENT);
+                let off = part as u64 * self.max_extent;
+                let len = (data.size - off).min(self.max_extent);
                 (data.lba + (off / SECTOR_SIZE) as u32, len as u32)
             }
         };
@@ -758,7 +792,7 @@ impl Builder {
         let c = &self.conts[c];
         let len = c.bytes.len() + if c.next.is_some() { 28 } else { 0 };
         let mut e = vec![b'C', b'E', 28, 1];
-        both32(&mut e, self.layout.ce_lba + c.sector);
+        both32(&mut e, self.ce_sectors[&c.dir].0 + c.sector);
         both32(&mut e, c.offset);
         both32(&mut e, len as u32);
         e
@@ -896,23 +930,22 @@ impl Builder {
         }
         for &d in &self.prim_dirs {
             sink.write(&self.dir_extent(d, false, ts))?;
+            if let Some(&(_, n)) = self.ce_sectors.get(&d) {
+                let mut area = vec![0u8; n as usize * SECTOR];
+                for c in self.conts.iter().filter(|c| c.dir == d) {
+                    let at = c.sector as usize * SECTOR + c.offset as usize;
+                    area[at..at + c.bytes.len()].copy_from_slice(&c.bytes);
+                    if let Some(next) = c.next {
+                        let e = self.ce_entry(next);
+                        let at = at + c.bytes.len();
+                        area[at..at + 28].copy_from_slice(&e);
+                    }
+                }
+                sink.write(&area)?;
+            }
         }
         for &d in &self.jol_dirs {
             sink.write(&self.dir_extent(d, true, ts))?;
-        }
-        if self.layout.ce_sectors > 0 {
-            let mut area = vec![0u8; self.layout.ce_sectors as usize * SECTOR];
-            for (i, c) in self.conts.iter().enumerate() {
-                let at = c.sector as usize * SECTOR + c.offset as usize;
-                area[at..at + c.bytes.len()].copy_from_slice(&c.bytes);
-                if let Some(next) = c.next {
-                    let e = self.ce_entry(next);
-                    let at = at + c.bytes.len();
-                    area[at..at + 28].copy_from_slice(&e);
-                }
-                let _ = i;
-            }
-            sink.write(&area)?;
         }
         debug_assert_eq!(sink.offset(), self.layout.data_lba as u64 * SECTOR_SIZE);
         // File data in LBA order.
@@ -1268,7 +1301,7 @@ fn joliet_name(name: &[u8], is_dir: bool, seen: &mut HashSet<Vec<u16>>) -> Vec<u
         .chars()
         .map(|c| {
             let u = c as u32;
-            if u > 0xFFFF || u < 0x20 || "*/:;?\\".contains(c) {
+            if !(0x20..=0xFFFF).contains(&u) || "*/:;?\\".contains(c) {
                 b'_' as u16
             } else {
                 u as u16

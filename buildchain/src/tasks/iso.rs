@@ -1,15 +1,75 @@
-//! `iso`: masters `_build/root` into `dist/<name>-<version>.iso`.
+//! `iso`: masters `_build/root` into `dist/<name>-<version>.iso` with the isomd5sum record
+//! implanted in the same pass, then writes `dist/SHA256SUM` and `dist/product.txt`.
+//!
+//! The ISO's inputs are the content of the tree (hashes, through the engine's stat cache) and the
+//! volume id / timestamp: with nothing changed, nothing is re-mastered (the classic pipeline
+//! re-ran mkisofs, implantisomd5 and sha256sum over the whole image on every build).
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::config::Settings;
 use crate::engine::Task;
 
-/// The `iso` task(s).
+/// The `iso` task.
 pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
-    let _ = settings;
+    let iso = settings.iso_path();
+    let sum = settings.dist_dir.join("SHA256SUM");
+    let product = settings.dist_dir.join("product.txt");
+    let root = settings.iso_root.clone();
+    let volid = settings.volume_id();
+    let timestamp = settings.timestamp() as i64;
+    let (i, s, p) = (iso.clone(), sum.clone(), product.clone());
+    let v = volid.clone();
     Ok(vec![Task::new("iso")
         .public()
-        .doc("Build the ISO (the ISO writer is not merged yet: stops at populate_iso)")
-        .dep("populate_iso")])
+        .doc("Build the ISO: dist/<name>-<version>.iso, dist/SHA256SUM, dist/product.txt")
+        .dep("populate_iso")
+        .input_tree(&settings.iso_root)
+        .value("volume id", volid)
+        .value("timestamp", timestamp.to_string())
+        .output(&iso)
+        .output(&sum)
+        .output(&product)
+        .action(move |ctx| {
+            let total: u64 = crate::engine::signature::walk_tree(&root)?
+                .iter()
+                .filter_map(|f| std::fs::symlink_metadata(f).ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum();
+            let bar = ctx.progress(Some(total), "mastering");
+            let last = std::sync::atomic::AtomicU64::new(0);
+            let on_progress = |done: u64| {
+                let prev = last.swap(done, std::sync::atomic::Ordering::Relaxed);
+                bar.inc(done.saturating_sub(prev));
+            };
+            let opts = iso9660_writer::MasterOptions {
+                volume_id: v.clone(),
+                timestamp,
+                implant_md5: true,
+                progress: Some(&on_progress),
+            };
+            let mut out = crate::fsutil::AtomicFile::create(&i)?;
+            let report = iso9660_writer::master(&root, out.file(), &opts)
+                .with_context(|| format!("cannot master {}", root.display()))?;
+            out.set_mode(0o644)?;
+            out.commit()?;
+            bar.finish();
+            ctx.record_digest(&i, &report.sha256_hex);
+            let name = i
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let line = format!("{}  {name}\n", report.sha256_hex);
+            crate::fsutil::write_if_changed(&s, line.as_bytes(), Some(0o644))?;
+            crate::tasks::copy_file_if_changed(&root.join("product.txt"), &p)?;
+            ctx.note(&format!(
+                "{} bytes, {} files, {} shared extents, md5 {}",
+                report.size,
+                report.files,
+                report.shared_extents,
+                report.md5_hex.unwrap_or_default()
+            ));
+            Ok(())
+        })])
 }

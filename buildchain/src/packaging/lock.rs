@@ -266,8 +266,8 @@ pub fn resolve(req: &LockRequest, repos: &[RemoteRepo]) -> Result<Resolution> {
         if r.resolve {
             recursive.insert(key.clone());
         }
-        if !selected.contains_key(&key) {
-            selected.insert(key, (repo.name.clone(), pkg.clone()));
+        if let std::collections::btree_map::Entry::Vacant(e) = selected.entry(key) {
+            e.insert((repo.name.clone(), pkg.clone()));
             queue.push((repo.name.clone(), pkg.clone()));
         }
     }

@@ -466,6 +466,28 @@ mod tests {
     }
 
     #[test]
+    fn lock_yaml_round_trips() {
+        let l = LockFile {
+            sources: vec![Source {
+                name: "k8s".into(),
+                baseurl: "https://example.invalid/rpm/".into(),
+                repository: "kubernetes".into(),
+            }],
+            packages: vec![LockedPackage {
+                name: "kubelet".into(),
+                evr: "0:1.30.1-1".into(),
+                arch: "x86_64".into(),
+                sha256: Some("a".repeat(64)),
+                size: Some(123),
+                source: "k8s".into(),
+            }],
+        };
+        let y = l.to_yaml().unwrap();
+        let back: LockFile = crate::yamlerr::parse_yaml(&y, "lock.yaml").unwrap();
+        assert_eq!(back, l);
+    }
+
+    #[test]
     fn newest_and_recursive() {
         let repo = RemoteRepo {
             name: "up".into(),

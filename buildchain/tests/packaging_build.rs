@@ -546,3 +546,63 @@ fn packaging_definition_errors_name_file_line_col() {
         "{e}"
     );
 }
+
+/// Copies `bins` (and the shared libraries `ldd` lists for them) into `root`, so rpm can run
+/// scriptlets chrooted there.
+fn seed_root_with(root: &Path, bins: &[&str]) {
+    require_tool("ldd");
+    for b in bins {
+        let src = Path::new("/bin").join(b);
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::copy(&src, root.join("bin").join(b)).unwrap();
+        let l = run_ok(Command::new("ldd").arg(&src));
+        for lib in text(&l).split_whitespace().filter(|w| w.starts_with('/')) {
+            let dest = root.join(lib.trim_start_matches('/'));
+            std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            std::fs::copy(lib, &dest).unwrap();
+        }
+    }
+}
+
+#[test]
+fn packaging_scriptlets_run_on_install_and_erase() {
+    require_tool("rpm");
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "rpm runs scriptlets chrooted into --root, which needs root: run the tests as root"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let (p, _) = build(&testkit::workspace_root(), tmp.path());
+    let sos = rpm_path(&p, "metalk8s-sosreport");
+    let root = tmp.path().join("installroot");
+    seed_root_with(&root, &["sh", "mkdir", "rm"]);
+    let i = run_ok(
+        Command::new("rpm")
+            .arg("--root")
+            .arg(&root)
+            .args(["--nodeps", "-ivv"])
+            .arg(&sos),
+    );
+    let log = String::from_utf8_lossy(&i.stderr).to_string();
+    for step in ["%prein(", "%post("] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(step) && l.contains("waitpid"))
+            .unwrap_or_else(|| panic!("no {step} scriptlet run in\n{log}"));
+        assert!(line.ends_with("status 0"), "{line}");
+    }
+    assert!(root.join("var/log/metalk8s/sosreport").is_dir());
+    let e = run_ok(Command::new("rpm").arg("--root").arg(&root).args([
+        "--nodeps",
+        "-evv",
+        "metalk8s-sosreport",
+    ]));
+    let log = String::from_utf8_lossy(&e.stderr).to_string();
+    let line = log
+        .lines()
+        .find(|l| l.contains("%postun(") && l.contains("waitpid"))
+        .unwrap_or_else(|| panic!("no %postun scriptlet run in\n{log}"));
+    assert!(line.ends_with("status 0"), "{line}");
+    assert!(!root.join("var/log/metalk8s/sosreport").exists());
+}

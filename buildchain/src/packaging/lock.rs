@@ -266,8 +266,8 @@ pub fn resolve(req: &LockRequest, repos: &[RemoteRepo]) -> Result<Resolution> {
         if r.resolve {
             recursive.insert(key.clone());
         }
-        if !selected.contains_key(&key) {
-            selected.insert(key, (repo.name.clone(), pkg.clone()));
+        if let std::collections::btree_map::Entry::Vacant(e) = selected.entry(key) {
+            e.insert((repo.name.clone(), pkg.clone()));
             queue.push((repo.name.clone(), pkg.clone()));
         }
     }
@@ -463,6 +463,28 @@ mod tests {
             requires: req.iter().map(d).collect(),
             files: vec![],
         }
+    }
+
+    #[test]
+    fn lock_yaml_round_trips() {
+        let l = LockFile {
+            sources: vec![Source {
+                name: "k8s".into(),
+                baseurl: "https://example.invalid/rpm/".into(),
+                repository: "kubernetes".into(),
+            }],
+            packages: vec![LockedPackage {
+                name: "kubelet".into(),
+                evr: "0:1.30.1-1".into(),
+                arch: "x86_64".into(),
+                sha256: Some("a".repeat(64)),
+                size: Some(123),
+                source: "k8s".into(),
+            }],
+        };
+        let y = l.to_yaml().unwrap();
+        let back: LockFile = crate::yamlerr::parse_yaml(&y, "lock.yaml").unwrap();
+        assert_eq!(back, l);
     }
 
     #[test]

@@ -183,11 +183,9 @@ pub fn parse_repomd(xml: &[u8], origin: &str) -> Result<Vec<RepomdEntry>> {
                 }
                 _ => {}
             },
-            Event::Text(t) => {
-                if in_checksum {
-                    if let Some(c) = cur.as_mut() {
-                        c.checksum.push_str(t.as_ref().trim());
-                    }
+            Event::Text(t) if in_checksum => {
+                if let Some(c) = cur.as_mut() {
+                    c.checksum.push_str(t.as_ref().trim());
                 }
             }
             Event::End(e) => match e.local_name().as_ref() {
@@ -312,23 +310,13 @@ pub fn parse_primary(input: impl BufRead, origin: &str) -> Result<Vec<RemotePack
                 }
                 text.clear();
             }
-            Event::Text(t) => {
-                if field != Field::None {
-                    text.push_str(t.as_ref());
-                }
-            }
-            Event::CData(t) => {
-                if field != Field::None {
-                    text.push_str(t.as_ref());
-                }
-            }
-            Event::GeneralRef(g) => {
-                if field != Field::None {
-                    let name = g.into_inner();
-                    match entity(&name) {
-                        Some(c) => text.push(c),
-                        None => bail!("{origin}: unknown XML entity &{name};"),
-                    }
+            Event::Text(t) if field != Field::None => text.push_str(t.as_ref()),
+            Event::CData(t) if field != Field::None => text.push_str(t.as_ref()),
+            Event::GeneralRef(g) if field != Field::None => {
+                let name = g.into_inner();
+                match entity(&name) {
+                    Some(c) => text.push(c),
+                    None => bail!("{origin}: unknown XML entity &{name};"),
                 }
             }
             Event::End(e) => {

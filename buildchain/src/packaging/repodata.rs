@@ -361,7 +361,7 @@ fn pre_flag(f: DependencyFlags) -> bool {
     )
 }
 
-fn hstr<'a>(md: &'a PackageMetadata, tag: IndexTag) -> &'a str {
+fn hstr(md: &PackageMetadata, tag: IndexTag) -> &str {
     md.header
         .get_entry_data_as_string(tag)
         .or_else(|_| md.header.get_entry_data_as_i18n_string(tag))

@@ -25,28 +25,28 @@ pub struct UsageError(pub String);
 #[derive(Args, Debug, Clone, Default)]
 pub struct GraphOptions {
     /// Worker threads (default: number of CPUs).
-    #[arg(short = 'j', long = "jobs")]
+    #[arg(short = 'j', long = "jobs", global = true)]
     pub jobs: Option<usize>,
     /// Say what would run and why, run nothing.
-    #[arg(long = "dry-run")]
+    #[arg(long = "dry-run", global = true)]
     pub dry_run: bool,
     /// Output style.
-    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    #[arg(long, value_parser = ["text", "json"], default_value = "text", global = true)]
     pub reporter: String,
     /// No progress bars even on a terminal.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub no_progress: bool,
     /// Repository root (default: found from the current directory upwards).
-    #[arg(short = 'C', long = "repo", env = "BUILDCHAIN_REPO")]
+    #[arg(short = 'C', long = "repo", env = "BUILDCHAIN_REPO", global = true)]
     pub repo: Option<PathBuf>,
     /// PROJECT_NAME (overrides the environment and .env).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub project_name: Option<String>,
     /// BUILD_ROOT (overrides the environment and .env).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub build_root: Option<PathBuf>,
     /// Inventory profile: `default` (offline) or `release` (adds pinned upstream images/RPMs).
-    #[arg(long, value_parser = ["default", "release"])]
+    #[arg(long, value_parser = ["default", "release"], global = true)]
     pub profile: Option<String>,
 }
 
@@ -94,6 +94,11 @@ enum Cmd {
         #[command(subcommand)]
         verb: Option<iso::IsoCommand>,
     },
+    /// RPM verbs (`lock`, `repodata`); with no verb, builds the `packaging` task.
+    Packaging {
+        #[command(subcommand)]
+        verb: Option<PackagingCmd>,
+    },
     /// Generate the static-registry nginx configuration for an images tree.
     RegistryConfig(crate::registry_config::cli::RegistryConfigArgs),
     /// Build or validate Solution ISOs.
@@ -109,6 +114,14 @@ enum Cmd {
     /// Tasks to build.
     #[command(external_subcommand)]
     Tasks(Vec<String>),
+}
+
+#[derive(Subcommand, Debug)]
+enum PackagingCmd {
+    /// Resolve requested third-party RPMs to pins (name, EVR, arch, sha256) and write the lock.
+    Lock(crate::packaging::cli::LockArgs),
+    /// Write `repodata/` for a directory of RPMs (like `createrepo_c --no-database`).
+    Repodata(crate::packaging::cli::RepodataArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -166,6 +179,13 @@ fn dispatch(cli: Cli) -> Result<u8> {
         }
         Some(Cmd::Iso { verb: None }) => build(&opts, &["iso".to_string()]),
         Some(Cmd::Iso { verb: Some(v) }) => iso::run(&v),
+        Some(Cmd::Packaging { verb: None }) => build(&opts, &["packaging".to_string()]),
+        Some(Cmd::Packaging {
+            verb: Some(PackagingCmd::Lock(a)),
+        }) => crate::packaging::cli::lock(&a).map(|()| 0),
+        Some(Cmd::Packaging {
+            verb: Some(PackagingCmd::Repodata(a)),
+        }) => crate::packaging::cli::repodata(&a).map(|()| 0),
         Some(Cmd::List { all, private }) => {
             let (settings, graph) = load(&opts)?;
             let _ = settings;

@@ -18,7 +18,7 @@ fn opts(prefix: &str, root: &str, constants: Constants) -> Options {
 }
 
 fn small_tree(root: &Path) {
-    synthetic::write_tree(root, 7, 3, 64).unwrap();
+    synthetic::write_tree(root, 7, 3, 64, false).unwrap();
 }
 
 /// Runs `nginx -t` on a complete nginx.conf whose server includes `files` (after `set` lines).
@@ -116,7 +116,7 @@ fn output_is_deterministic_and_sorted() {
     let b = tmp.path().join("b");
     small_tree(&a);
     // Same content in another directory (directory listing order differs on disk).
-    synthetic::write_tree(&b, 7, 3, 64).unwrap();
+    synthetic::write_tree(&b, 7, 3, 64, false).unwrap();
     let o = Options::metalk8s("1.0");
     let ga = generate(&a, &o).unwrap();
     assert_eq!(ga, generate(&a, &o).unwrap());
@@ -147,7 +147,7 @@ fn shape_of_one_image() {
         "3.5.15-0",
         manifest::OCI_MANIFEST,
         b"{}",
-        &[layer.clone()],
+        std::slice::from_ref(&layer),
     )
     .unwrap();
     let out = generate(&images, &Options::metalk8s("130.0.0-dev")).unwrap();

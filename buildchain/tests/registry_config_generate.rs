@@ -313,3 +313,67 @@ fn constants_only_does_not_read_the_tree() {
     assert!(out.contains("location = /v2/ {"));
     assert!(out.contains("NAME_UNKNOWN"));
 }
+
+#[test]
+fn cli_writes_the_same_bytes_atomically() {
+    use buildchain::registry_config::cli::{run, RegistryConfigArgs};
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("images");
+    small_tree(&images);
+    let out = tmp.path().join("out/metalk8s-registry.inc");
+    run(&RegistryConfigArgs {
+        images_dir: images.clone(),
+        name_prefix: "metalk8s-1.0".into(),
+        server_root: "$metalk8s_1_0_images".into(),
+        omit_constants: true,
+        only_constants: false,
+        output: Some(out.clone()),
+    })
+    .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        generate(&images, &Options::metalk8s("1.0")).unwrap()
+    );
+}
+
+/// The dev helper: `serve::prepare` writes a complete nginx.conf that real nginx runs, and the
+/// registry answers through it.
+#[test]
+fn serve_prepare_runs_with_real_nginx() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("images");
+    small_tree(&images);
+    let work = tmp.path().join("srv");
+    let port = testkit::free_port();
+    let conf = serve::prepare(&images, &work, &format!("127.0.0.1:{port}"), "dev/").unwrap();
+    let mut child = Command::new(testkit::nginx_bin())
+        .arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(&work)
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    testkit::wait_for_port(port, &mut child, "nginx");
+    let _guard = Kill(child);
+    let (s, _, body) = testkit::http_request(port, "GET", "/v2/dev/image1/tags/list", &[]);
+    assert_eq!(s, 200);
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        r#"{"name": "dev/image1", "tags": ["1.0.0", "1.1.0", "1.2.0"]}"#
+    );
+    let m = std::fs::read(images.join("image1/1.1.0/manifest.json")).unwrap();
+    let (s, h, body) = testkit::http_request(port, "GET", "/v2/dev/image1/manifests/1.1.0", &[]);
+    assert_eq!(s, 200);
+    assert_eq!(body, m);
+    assert!(h.contains(&(
+        "docker-content-digest".to_string(),
+        format!("sha256:{}", sha256_hex(&m))
+    )));
+}

@@ -121,6 +121,12 @@ fn output_is_deterministic_and_sorted() {
     let ga = generate(&a, &o).unwrap();
     assert_eq!(ga, generate(&a, &o).unwrap());
     assert_eq!(ga, generate(&b, &o).unwrap());
+    // Files outside tag directories (docker-archive tarballs) and extra files in tag
+    // directories (signatures) change nothing.
+    std::fs::write(b.join("pause-3.9.tar"), b"tar").unwrap();
+    std::fs::write(b.join("group0/notes.txt"), b"x").unwrap();
+    std::fs::write(b.join("image1/1.0.0/signature-1"), b"sig").unwrap();
+    assert_eq!(ga, generate(&b, &o).unwrap());
     // Names sorted: `group0/image0` … before `image1`.
     let names: Vec<&str> = ga
         .lines()

@@ -12,15 +12,14 @@
 //!
 //! Blobs are looked up by digest across the whole tree, so a blob stored once (deduplicated)
 //! and referenced by several images is served for all of them. Each served digest is mapped to
-//! exactly one file: one in a tag directory of the same image name when there is one, else the
-//! first in path order.
+//! exactly one file: one in a tag directory of the same image name when there is one (first tag
+//! in order), else the one in the first tag directory in (name, tag) order.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use super::grammar::{is_name, is_name_component, is_sha256_hex, is_tag};
@@ -35,8 +34,8 @@ pub struct TagDir {
     pub digest: String,
     /// Parsed manifest.
     pub manifest: Manifest,
-    /// Hex digests of the `<hex>` files in the directory.
-    pub blobs: HashSet<String>,
+    /// Hex digests of the `<hex>` files in the directory, with their sizes.
+    pub blobs: HashMap<String, u64>,
     /// Hex digests of the `<hex>.manifest.json` files in the directory.
     pub manifests: HashSet<String>,
 }
@@ -46,10 +45,26 @@ pub struct TagDir {
 pub struct Scan {
     /// name → tag → tag directory.
     pub images: BTreeMap<String, BTreeMap<String, TagDir>>,
-    /// digest hex → paths (relative to the root) of the `<hex>` files, sorted.
-    pub blob_files: BTreeMap<String, Vec<String>>,
-    /// digest hex → paths of the `<hex>.manifest.json` files, sorted.
-    pub manifest_files: BTreeMap<String, Vec<String>>,
+}
+
+impl Scan {
+    /// digest hex → first tag directory (in name, tag order) holding `<hex>` (`manifests`:
+    /// `<hex>.manifest.json`): the fallback when an image's own directories do not hold it.
+    fn first_holders(&self, manifests: bool) -> HashMap<&str, &TagDir> {
+        let mut m = HashMap::new();
+        for t in self.images.values().flat_map(BTreeMap::values) {
+            if manifests {
+                for h in &t.manifests {
+                    m.entry(h.as_str()).or_insert(t);
+                }
+            } else {
+                for h in t.blobs.keys() {
+                    m.entry(h.as_str()).or_insert(t);
+                }
+            }
+        }
+        m
+    }
 }
 
 /// A manifest served by digest.
@@ -78,7 +93,8 @@ pub fn load(root: &Path) -> Result<BTreeMap<String, Repo>> {
     resolve(root, &scan)
 }
 
-/// Walks the tree once (each directory listed once, subdirectories in parallel): finds tag
+/// Walks the tree once (each directory listed once; sequential: the walk is bound by cheap,
+/// warm-cache syscalls and a second thread measured slower on a shared machine): finds tag
 /// directories, validates names and tags, records digest-named files and parses every
 /// `manifest.json`.
 pub fn scan(root: &Path) -> Result<Scan> {
@@ -90,26 +106,7 @@ pub fn scan(root: &Path) -> Result<Scan> {
     let found = walk(root, &[])?;
     let mut scan = Scan::default();
     for (name, tag, t) in found {
-        for h in &t.blobs {
-            scan.blob_files
-                .entry(h.clone())
-                .or_default()
-                .push(format!("{}/{h}", t.rel_dir));
-        }
-        for h in &t.manifests {
-            scan.manifest_files
-                .entry(h.clone())
-                .or_default()
-                .push(format!("{}/{h}.manifest.json", t.rel_dir));
-        }
         scan.images.entry(name).or_default().insert(tag, t);
-    }
-    for v in scan
-        .blob_files
-        .values_mut()
-        .chain(scan.manifest_files.values_mut())
-    {
-        v.sort();
     }
     Ok(scan)
 }
@@ -140,7 +137,7 @@ fn walk(root: &Path, comps: &[String]) -> Result<Vec<(String, String, TagDir)>> 
         } else if fname == "manifest.json" {
             has_manifest = ft.is_file();
         } else if ft.is_file() {
-            files.push(fname);
+            files.push(entry);
         }
     }
     let Some(last) = comps.last() else {
@@ -187,16 +184,22 @@ fn walk(root: &Path, comps: &[String]) -> Result<Vec<(String, String, TagDir)>> 
             dir.display()
         );
     }
-    let mut blobs = HashSet::new();
+    let mut blobs = HashMap::new();
     let mut manifests = HashSet::new();
-    for f in files {
-        let Some(f) = f.to_str() else { continue };
+    for entry in files {
+        let fname = entry.file_name();
+        let Some(f) = fname.to_str() else { continue };
         match f.strip_suffix(".manifest.json") {
             Some(h) if is_sha256_hex(h) => {
                 manifests.insert(h.to_string());
             }
             _ if is_sha256_hex(f) => {
-                blobs.insert(f.to_string());
+                // fstatat relative to the open directory: no path walk.
+                let size = entry
+                    .metadata()
+                    .with_context(|| format!("cannot stat {}", entry.path().display()))?
+                    .len();
+                blobs.insert(f.to_string(), size);
             }
             _ => {} // version, signature-N, …
         }
@@ -239,7 +242,7 @@ fn walk_subdirs(
     }
     names.sort();
     let nested: Vec<Vec<_>> = names
-        .par_iter()
+        .iter()
         .map(|n| {
             let mut c = comps.to_vec();
             c.push(n.clone());
@@ -253,29 +256,32 @@ fn walk_subdirs(
 pub fn resolve(root: &Path, scan: &Scan) -> Result<BTreeMap<String, Repo>> {
     // Child manifests (by file), read once whatever the number of names referencing them.
     let mut children: HashMap<String, Manifest> = HashMap::new();
-    // Sizes of the blob files served, stat'ed once.
-    let mut sizes: HashMap<String, u64> = HashMap::new();
+    // Fallback holders for digests not stored in an image's own directories (built on demand).
+    let mut blob_holders: Option<HashMap<&str, &TagDir>> = None;
+    let mut manifest_holders: Option<HashMap<&str, &TagDir>> = None;
     let mut out = BTreeMap::new();
     for (name, tags) in &scan.images {
-        // The file for `hex`: in a tag directory of this name if any (first tag in order), else
-        // the first in path order anywhere in the tree.
-        let pick = |hex: &str, manifest: bool| -> Option<String> {
-            for t in tags.values() {
-                if manifest && t.manifests.contains(hex) {
-                    return Some(format!("{}/{hex}.manifest.json", t.rel_dir));
+        // The tag directory holding `<hex>` (`manifest`: `<hex>.manifest.json` preferred): one of
+        // this name's (first tag in order) if any, else the first in (name, tag) order.
+        let mut pick = |hex: &str, manifest: bool| -> Option<(String, Option<u64>)> {
+            if manifest {
+                if let Some(t) = tags.values().find(|t| t.manifests.contains(hex)) {
+                    return Some((format!("{}/{hex}.manifest.json", t.rel_dir), None));
                 }
             }
-            for t in tags.values() {
-                if t.blobs.contains(hex) {
-                    return Some(format!("{}/{hex}", t.rel_dir));
-                }
+            if let Some(t) = tags.values().find(|t| t.blobs.contains_key(hex)) {
+                return Some((format!("{}/{hex}", t.rel_dir), Some(t.blobs[hex])));
             }
             if manifest {
-                if let Some(f) = scan.manifest_files.get(hex) {
-                    return Some(f[0].clone());
+                let holders = manifest_holders.get_or_insert_with(|| scan.first_holders(true));
+                if let Some(t) = holders.get(hex) {
+                    return Some((format!("{}/{hex}.manifest.json", t.rel_dir), None));
                 }
             }
-            scan.blob_files.get(hex).map(|f| f[0].clone())
+            let holders = blob_holders.get_or_insert_with(|| scan.first_holders(false));
+            holders
+                .get(hex)
+                .map(|t| (format!("{}/{hex}", t.rel_dir), Some(t.blobs[hex])))
         };
         let mut repo = Repo::default();
         // (manifest, where it came from) still to walk for blobs / children.
@@ -304,7 +310,7 @@ pub fn resolve(root: &Path, scan: &Scan) -> Result<BTreeMap<String, Repo>> {
                 if repo.manifests.contains_key(&d.hex) {
                     continue;
                 }
-                let rel = pick(&d.hex, true).ok_or_else(|| {
+                let (rel, _) = pick(&d.hex, true).ok_or_else(|| {
                     anyhow!(
                         "{origin}: child manifest sha256:{} of the index is not stored in the \
                          tree (expected a `{}.manifest.json` or `{}` file next to an image's \
@@ -333,18 +339,8 @@ pub fn resolve(root: &Path, scan: &Scan) -> Result<BTreeMap<String, Repo>> {
                     continue;
                 }
                 match pick(&d.hex, false) {
-                    Some(rel) => {
-                        let size = match sizes.get(&rel) {
-                            Some(s) => *s,
-                            None => {
-                                let p = root.join(&rel);
-                                let s = fs::metadata(&p)
-                                    .with_context(|| format!("cannot stat {}", p.display()))?
-                                    .len();
-                                sizes.insert(rel.clone(), s);
-                                s
-                            }
-                        };
+                    Some((rel, size)) => {
+                        let size = size.unwrap_or(0);
                         if size != d.size {
                             bail!(
                                 "{origin}: blob sha256:{} is {size} bytes in {} but the manifest \

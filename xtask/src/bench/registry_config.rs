@@ -1,4 +1,4 @@
-//! `cargo xtask bench registry-config [--images N] [--tags N] [--runs N]`.
+//! `cargo xtask bench registry-config [--images N] [--tags N] [--runs N] [--tree DIR]`.
 //!
 //! Generation time of the nginx include for a synthetic tree (default 200 images × 3 tags, 3
 //! layers each), median of several runs, against an equivalent of the classic Python generator
@@ -125,6 +125,19 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let images = arg(args, "--images", 200)?;
     let tags = arg(args, "--tags", 3)?;
     let runs = arg(args, "--runs", 7)?.max(1);
+    if let Some(i) = args.iter().position(|a| a == "--tree") {
+        // An existing tree (e.g. a real `_build/root/images`): ours only.
+        let tree = PathBuf::from(args.get(i + 1).context("--tree needs a path")?);
+        let (t, bytes, locations) = time_ours(&tree, runs)?;
+        println!(
+            "registry-config on {}: median {:.1} ms (min {:.1}), {bytes} bytes, {locations} locations",
+            tree.display(),
+            t.0 * 1e3,
+            t.1 * 1e3
+        );
+        phases(&tree)?;
+        return Ok(());
+    }
     let scratch = Scratch(
         std::env::temp_dir().join(format!("buildchain-bench-registry-{}", std::process::id())),
     );

@@ -103,7 +103,7 @@ fn multi_platform_index_resolves_to_platform_or_is_kept() {
     let mut descs = Vec::new();
     for (i, arch) in ["amd64", "arm64"].into_iter().enumerate() {
         let img = TestImage {
-            layers: vec![common.clone(), layer(20 + i as u64, "arch.bin", 30_000)],
+            layers: vec![common.clone(), layer(21 + 2 * i as u64, "arch.bin", 30_000)],
             arch,
             title: format!("multi-{arch}"),
         };

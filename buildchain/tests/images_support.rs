@@ -107,6 +107,9 @@ pub fn push(layout: &Path, tag: &str, host: &str, repo: &str, v2s2: bool) -> Str
 
 /// `skopeo copy docker://REF dir:DEST` (plain HTTP).
 pub fn skopeo_pull(reference: &str, dest: &Path, all: bool) {
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
     let mut c = Command::new(require_tool("skopeo"));
     c.args(["copy", "--quiet", "--src-tls-verify=false"]);
     if all {

@@ -326,3 +326,80 @@ fn unreachable_registry_is_a_clear_error() {
     let msg = format!("{err:#}");
     assert!(msg.contains("registry.invalid"), "{msg}");
 }
+
+#[test]
+fn bearer_token_and_basic_auth() {
+    let s = setup();
+    let tmp = tempfile::tempdir().unwrap();
+    // Anonymous bearer token flow.
+    *s.proxy.auth.lock().unwrap() = Some(AuthMode::Bearer("tok123".into()));
+    let store = Store::open(tmp.path().join("store")).unwrap();
+    fetch_many(
+        &new_client(),
+        &store,
+        &jobs(&s, "bearer"),
+        &Platform::default_linux_amd64(),
+        None,
+    )
+    .unwrap();
+    assert!(s
+        .proxy
+        .paths
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|p| p
+            .starts_with("/token?service=test-registry&scope=repository%3Afaults%2Falpha%3Apull")));
+
+    // Basic auth from a docker config.json (REGISTRY_AUTH_FILE equivalent).
+    *s.proxy.auth.lock().unwrap() = Some(AuthMode::Basic("dXNlcjpzZWNyZXQ=".into())); // user:secret
+    let auth_file = tmp.path().join("auth.json");
+    std::fs::write(
+        &auth_file,
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"dXNlcjpzZWNyZXQ="}}}}}}"#,
+            s.proxy.host()
+        ),
+    )
+    .unwrap();
+    let with_creds = RegistryClient::new(ClientOptions {
+        auth_file: Some(auth_file),
+        initial_backoff: Duration::from_millis(20),
+        ..Default::default()
+    })
+    .unwrap();
+    let store2 = Store::open(tmp.path().join("store2")).unwrap();
+    fetch_many(
+        &with_creds,
+        &store2,
+        &jobs(&s, "basic"),
+        &Platform::default_linux_amd64(),
+        None,
+    )
+    .unwrap();
+    // Without credentials: a clear error.
+    let store3 = Store::open(tmp.path().join("store3")).unwrap();
+    let err = fetch_many(
+        &new_client_no_creds(tmp.path()),
+        &store3,
+        &jobs(&s, "nocreds"),
+        &Platform::default_linux_amd64(),
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("requires credentials"),
+        "{err:#}"
+    );
+}
+
+fn new_client_no_creds(dir: &std::path::Path) -> RegistryClient {
+    let empty = dir.join("empty-auth.json");
+    std::fs::write(&empty, "{}").unwrap();
+    RegistryClient::new(ClientOptions {
+        auth_file: Some(empty),
+        initial_backoff: Duration::from_millis(20),
+        ..Default::default()
+    })
+    .unwrap()
+}

@@ -194,6 +194,15 @@ pub struct Fault {
     pub times: usize,
 }
 
+/// Authentication the proxy enforces in front of the registry.
+#[derive(Clone, Debug)]
+pub enum AuthMode {
+    /// Anonymous bearer tokens: `/token?service=…&scope=…` hands out `token`, `/v2/…` requires it.
+    Bearer(String),
+    /// `Authorization: Basic <b64>` required on `/v2/…`.
+    Basic(String),
+}
+
 /// A tiny HTTP/1.1 proxy on 127.0.0.1 in front of an upstream, counting requests and injecting
 /// faults. Every exchange uses its own connection (`Connection: close`).
 pub struct Proxy {
@@ -205,6 +214,8 @@ pub struct Proxy {
     pub paths: Arc<Mutex<Vec<String>>>,
     /// Pending faults.
     pub faults: Arc<Mutex<Vec<Fault>>>,
+    /// Authentication enforced, if any.
+    pub auth: Arc<Mutex<Option<AuthMode>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -218,13 +229,15 @@ impl Proxy {
             requests: Arc::default(),
             paths: Arc::default(),
             faults: Arc::default(),
+            auth: Arc::default(),
             stop: Arc::default(),
         };
-        let (requests, paths, faults, stop) = (
+        let (requests, paths, faults, stop, auth) = (
             p.requests.clone(),
             p.paths.clone(),
             p.faults.clone(),
             p.stop.clone(),
+            p.auth.clone(),
         );
         std::thread::spawn(move || {
             for conn in listener.incoming() {
@@ -232,9 +245,14 @@ impl Proxy {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let (requests, paths, faults) = (requests.clone(), paths.clone(), faults.clone());
+                let (requests, paths, faults, auth) = (
+                    requests.clone(),
+                    paths.clone(),
+                    faults.clone(),
+                    auth.clone(),
+                );
                 std::thread::spawn(move || {
-                    let _ = handle(conn, upstream, &requests, &paths, &faults);
+                    let _ = handle(conn, upstream, port, &requests, &paths, &faults, &auth);
                 });
             }
         });
@@ -311,18 +329,66 @@ fn reset(s: TcpStream) {
     drop(s);
 }
 
+fn respond(client: &mut TcpStream, status: &str, extra: &str, body: &[u8]) -> std::io::Result<()> {
+    write!(
+        client,
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
+        body.len()
+    )?;
+    client.write_all(body)
+}
+
+#[allow(clippy::too_many_arguments)]
 fn handle(
     mut client: TcpStream,
     upstream: u16,
+    own_port: u16,
     requests: &AtomicUsize,
     paths: &Mutex<Vec<String>>,
     faults: &Mutex<Vec<Fault>>,
+    auth: &Mutex<Option<AuthMode>>,
 ) -> std::io::Result<()> {
     let head = read_head(&mut client)?;
     let text = String::from_utf8_lossy(&head).to_string();
     let path = text.split_whitespace().nth(1).unwrap_or("").to_string();
     requests.fetch_add(1, Ordering::SeqCst);
     paths.lock().unwrap().push(path.clone());
+    let authz = text.split("\r\n").find_map(|l| {
+        l.split_once(':')
+            .filter(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+            .map(|(_, v)| v.trim().to_string())
+    });
+    let mode = auth.lock().unwrap().clone();
+    match &mode {
+        Some(AuthMode::Bearer(token)) if path.starts_with("/token") => {
+            return respond(
+                &mut client,
+                "200 OK",
+                "",
+                format!("{{\"token\":\"{token}\"}}").as_bytes(),
+            );
+        }
+        Some(AuthMode::Bearer(token)) if authz.as_deref() != Some(&format!("Bearer {token}")) => {
+            let ch = format!(
+                "WWW-Authenticate: Bearer realm=\"http://127.0.0.1:{own_port}/token\",service=\"test-registry\",scope=\"repository:faults/alpha:pull\"\r\n"
+            );
+            return respond(
+                &mut client,
+                "401 Unauthorized",
+                &ch,
+                br#"{"errors":[{"code":"UNAUTHORIZED"}]}"#,
+            );
+        }
+        Some(AuthMode::Basic(b64)) if authz.as_deref() != Some(&format!("Basic {b64}")) => {
+            return respond(
+                &mut client,
+                "401 Unauthorized",
+                "WWW-Authenticate: Basic realm=\"test\"\r\n",
+                b"{}",
+            );
+        }
+        _ => {}
+    }
     let fault = {
         let mut f = faults.lock().unwrap();
         f.iter_mut()

@@ -254,6 +254,11 @@ impl RegistryClient {
     /// A client with `opts`.
     pub fn new(opts: ClientOptions) -> Result<Self> {
         let config = ureq::Agent::config_builder()
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(system_roots())
+                    .build(),
+            )
             .http_status_as_error(false)
             .max_redirects(10)
             .accept_encoding("identity")
@@ -595,6 +600,37 @@ impl RegistryClient {
     }
 }
 
+/// The system's CA bundle (`SSL_CERT_FILE`, else the Debian/RHEL bundle paths); the bundled
+/// Mozilla roots when none is found.
+fn system_roots() -> ureq::tls::RootCerts {
+    let candidates = std::env::var_os("SSL_CERT_FILE")
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .chain(
+            [
+                "/etc/ssl/certs/ca-certificates.crt",
+                "/etc/pki/tls/certs/ca-bundle.crt",
+                "/etc/ssl/cert.pem",
+            ]
+            .iter()
+            .map(std::path::PathBuf::from),
+        );
+    for path in candidates {
+        if let Ok(pem) = std::fs::read(&path) {
+            let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            if !certs.is_empty() {
+                return ureq::tls::RootCerts::new_with_certs(&certs);
+            }
+        }
+    }
+    ureq::tls::RootCerts::WebPki
+}
+
 /// Blobs (config + layers of every platform) of `image` not yet in the store, deduplicated.
 pub fn missing_blobs(store: &Store, image: &Resolved) -> Vec<Descriptor> {
     let mut seen = BTreeMap::new();
@@ -618,6 +654,9 @@ pub fn fetch_many(
     platform: &Platform,
     progress: Option<&Progress>,
 ) -> Result<Vec<Resolved>> {
+    if jobs.is_empty() {
+        bail!("nothing to fetch");
+    }
     let resolved: Vec<Resolved> = pool().install(|| {
         jobs.par_iter()
             .map(|(r, what, _)| client.resolve(store, r, platform, false, what))
@@ -641,9 +680,6 @@ pub fn fetch_many(
     })?;
     for ((_, _, dest), res) in jobs.iter().zip(&resolved) {
         super::layout::write_dir_layout(store, res, dest)?;
-    }
-    if jobs.is_empty() {
-        bail!("nothing to fetch");
     }
     Ok(resolved)
 }

@@ -124,3 +124,92 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
 fn rel(root: &Path, p: &Path) -> String {
     p.strip_prefix(root).unwrap_or(p).display().to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::engine::{Input, ProgressHub, TaskContext};
+
+    fn run(task: &Task) -> Vec<std::path::PathBuf> {
+        let mut ctx = TaskContext {
+            name: task.name.clone(),
+            extra_outputs: Vec::new(),
+            known_digests: Vec::new(),
+            progress: ProgressHub::quiet(),
+        };
+        (task.action.as_ref().expect("action"))(&mut ctx).expect("task action");
+        ctx.extra_outputs
+    }
+
+    #[test]
+    fn one_task_per_image_and_actions_write_the_tree() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("repo");
+        std::fs::create_dir_all(&repo).unwrap();
+        std::fs::copy(src.join("VERSION"), repo.join("VERSION")).unwrap();
+        let st = std::process::Command::new("cp")
+            .arg("-r")
+            .arg(src.join("images"))
+            .arg(&repo)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let mut o = BTreeMap::new();
+        o.insert(
+            "BUILD_ROOT".to_string(),
+            tmp.path().join("build").display().to_string(),
+        );
+        o.insert(
+            "BUILDCHAIN_STORE".to_string(),
+            tmp.path().join("store").display().to_string(),
+        );
+        o.insert("SOURCE_DATE_EPOCH".to_string(), "1700000000".to_string());
+        let settings = Settings::load(&repo, &o).unwrap();
+        let tasks = tasks(&settings).unwrap();
+        let by_name: BTreeMap<&str, &Task> = tasks.iter().map(|t| (t.name.as_str(), t)).collect();
+        let group = by_name["images"];
+        assert!(group.public && group.action.is_none());
+        assert_eq!(group.deps.len(), tasks.len() - 1);
+        let utils = by_name["images:metalk8s-utils"];
+        assert_eq!(utils.deps, vec!["images:metalk8s-base".to_string()]);
+        assert!(utils.inputs.contains(&Input::Tree(
+            settings.repo_root.join("images/metalk8s-base")
+        )));
+        assert!(utils
+            .inputs
+            .iter()
+            .any(|i| matches!(i, Input::Value { key, .. } if key == "inventory entry")));
+        let pause = by_name["images:pause"];
+        let tar = settings.iso_root.join("images/pause-3.9.tar");
+        assert!(pause.outputs.contains(&tar));
+
+        // Run the actions (bases first, as the engine would).
+        let mut written = Vec::new();
+        for n in [
+            "images:metalk8s-base",
+            "images:pause",
+            "images:metalk8s-utils",
+        ] {
+            written.extend(run(by_name[n]));
+        }
+        assert!(written.contains(&tar) && tar.is_file());
+        for f in &written {
+            assert!(
+                f.starts_with(settings.iso_root.join("images")) && f.is_file(),
+                "{}",
+                f.display()
+            );
+        }
+        let manifest = settings
+            .iso_root
+            .join("images/metalk8s-utils/1.0/manifest.json");
+        let before = std::fs::read(&manifest).unwrap();
+        // A second run writes the same bytes.
+        let again = run(utils);
+        assert_eq!(std::fs::read(&manifest).unwrap(), before);
+        assert!(again.contains(&manifest));
+    }
+}

@@ -218,3 +218,42 @@ fn image_fetch_verb_writes_the_dir_layout() {
     let msg = format!("{err:#}");
     assert!(msg.contains("verb/nope") && msg.contains("404"), "{msg}");
 }
+
+#[test]
+fn refuses_to_overwrite_a_non_image_directory() {
+    let reg = start_docker_registry();
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = layout_dir(tmp.path(), "x");
+    write_oci_layout(
+        &layout,
+        &TestImage {
+            layers: vec![layer(7, "f", 1000)],
+            arch: "amd64",
+            title: "x".into(),
+        },
+        "v1",
+    );
+    let digest = push(&layout, "v1", &reg.host(), "x/img", false);
+    let dest = tmp.path().join("precious");
+    std::fs::create_dir_all(&dest).unwrap();
+    std::fs::write(dest.join("notes.txt"), "keep me").unwrap();
+    let store = Store::open(tmp.path().join("store")).unwrap();
+    let client = RegistryClient::new(ClientOptions::default()).unwrap();
+    let r = Reference::parse(&format!("{}/x/img@{digest}", reg.host())).unwrap();
+    let err = fetch_many(
+        &client,
+        &store,
+        &[(r, "x".into(), dest.clone())],
+        &Platform::default_linux_amd64(),
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("refusing to overwrite"),
+        "{err:#}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.join("notes.txt")).unwrap(),
+        "keep me"
+    );
+}

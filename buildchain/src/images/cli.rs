@@ -29,14 +29,18 @@ pub fn fetch(args: &FetchArgs) -> anyhow::Result<()> {
         ..Default::default()
     })?;
     let platform = Platform::default_linux_amd64();
+    let hub = crate::engine::ProgressHub::new(false);
+    let progress = hub.start("image fetch", Some(0), &r.to_string());
     let res = fetch_many(
         &client,
         &store,
         &[(r.clone(), format!("image {r}"), args.dest.clone())],
         &platform,
-        None,
+        Some(&progress),
     )
-    .with_context(|| format!("cannot fetch {r}"))?;
+    .with_context(|| format!("cannot fetch {r}"));
+    progress.finish();
+    let res = res?;
     println!("{} {}", res[0].digest(), args.dest.display());
     Ok(())
 }

@@ -27,7 +27,21 @@ pub const DIR_VERSION: &str = "Directory Transport Version: 1.1\n";
 /// `version`, one file per blob named by its hex digest (hard links from the store), plus
 /// `<hex>.manifest.json` for every platform manifest when an index is kept. Files in `dest` that
 /// do not belong to the image are removed. Returns every file of the layout.
+///
+/// Like skopeo, a non-empty `dest` that is not already a `dir:` layout (no `version` file) is
+/// refused rather than overwritten.
 pub fn write_dir_layout(store: &Store, image: &Resolved, dest: &Path) -> Result<Vec<PathBuf>> {
+    if dest.is_dir()
+        && !dest.join("version").is_file()
+        && fs::read_dir(dest)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+    {
+        bail!(
+            "refusing to overwrite {}: it is not empty and not an image directory (no `version` file)",
+            dest.display()
+        );
+    }
     fs::create_dir_all(dest).with_context(|| format!("cannot create {}", dest.display()))?;
     let mut files = Vec::new();
     let manifest = dest.join("manifest.json");

@@ -178,7 +178,7 @@ impl Inventory {
     pub fn load(repo_root: &Path, profile: Profile) -> Result<Self> {
         let mut images = BTreeMap::new();
         let files = Self::files_for(repo_root, profile);
-        for (fi, file) in files.iter().enumerate() {
+        for file in &files {
             let mut in_this_file = BTreeSet::new();
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("cannot read image inventory {}", file.display()))?;
@@ -194,7 +194,6 @@ impl Inventory {
                     bail!("{}: image {:?} is listed twice", at(), e.name);
                 }
                 // A later file (release.yaml) replaces an entry of an earlier one.
-                let _ = fi;
                 images.insert(e.name.clone(), e);
             }
         }

@@ -187,9 +187,21 @@ impl ImageBuilder {
         })?;
         if entry.tarball {
             let tar = images_root.join(format!("{name}-{}.tar", entry.tag));
+            // A kept index: the tarball holds the image of the entry's platform.
+            let single = if res.instances.len() != 1 || res.instances[0].hex != res.top_hex {
+                layout::resolve_from_store(
+                    &self.store,
+                    &res.top_hex,
+                    &entry.platform()?,
+                    false,
+                    &format!("image {name}:{}", entry.tag),
+                )?
+            } else {
+                res.clone()
+            };
             layout::write_docker_archive(
                 &self.store,
-                &res,
+                &single,
                 &format!("{repo_prefix}{name}:{}", entry.tag),
                 &tar,
                 self.epoch,

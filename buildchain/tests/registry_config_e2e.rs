@@ -252,7 +252,13 @@ fn iso_roundtrip(dir: &Path) -> PathBuf {
             .args(["--volid", "REGISTRY TEST", "--md5"]),
     );
     std::fs::create_dir_all(&out).unwrap();
-    testkit::run_ok(Command::new(&bsdtar).arg("-xf").arg(&iso).arg("-C").arg(&out));
+    testkit::run_ok(
+        Command::new(&bsdtar)
+            .arg("-xf")
+            .arg(&iso)
+            .arg("-C")
+            .arg(&out),
+    );
     // Extracted directories may be read-only (ISO modes); make the temp dir removable.
     testkit::run_ok(Command::new("chmod").arg("-R").arg("u+w").arg(&out));
     out

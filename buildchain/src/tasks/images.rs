@@ -214,8 +214,12 @@ mod tests {
     }
 }
 
-/// Name → version of what this area ships, for `versions.json`.
+/// Name → tag of every image the product ships, for `versions.json`.
 pub fn versions(settings: &Settings) -> Result<std::collections::BTreeMap<String, String>> {
-    let _ = settings;
-    Ok(Default::default())
+    let inventory = Inventory::load(&settings.repo_root, settings.profile)?;
+    Ok(inventory
+        .images
+        .iter()
+        .map(|(name, entry)| (name.clone(), entry.tag.clone()))
+        .collect())
 }

@@ -7,21 +7,6 @@ use std::process::{Command, Output, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_buildchain");
 
-fn copy_dir(src: &Path, dst: &Path) {
-    for e in walkdir::WalkDir::new(src) {
-        let e = e.unwrap();
-        let rel = e.path().strip_prefix(src).unwrap();
-        let to = dst.join(rel);
-        if e.file_type().is_dir() {
-            std::fs::create_dir_all(&to).unwrap();
-        } else if e.file_type().is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(e.path()).unwrap(), &to).unwrap();
-        } else {
-            std::fs::copy(e.path(), &to).unwrap();
-        }
-    }
-}
-
 /// A scratch copy of the repository content the build reads.
 struct Repo {
     dir: tempfile::TempDir,
@@ -30,19 +15,8 @@ struct Repo {
 
 impl Repo {
     fn new() -> Self {
-        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .unwrap()
-            .to_path_buf();
         let dir = tempfile::tempdir().unwrap();
-        for entry in ["VERSION", "salt", "images", "packages", "solutions"] {
-            let p = src.join(entry);
-            if p.is_dir() {
-                copy_dir(&p, &dir.path().join(entry));
-            } else if p.is_file() {
-                std::fs::copy(&p, dir.path().join(entry)).unwrap();
-            }
-        }
+        testkit::copy_product_repo(dir.path());
         Repo {
             dir,
             store: tempfile::tempdir().unwrap(),

@@ -263,3 +263,34 @@ pub fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+/// Recursively copies `src` into `dst` (files, directories, symlinks kept as symlinks).
+pub fn copy_tree(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap_or_else(|e| panic!("mkdir {}: {e}", dst.display()));
+    for entry in std::fs::read_dir(src).unwrap_or_else(|e| panic!("read {}: {e}", src.display())) {
+        let entry = entry.unwrap();
+        let (from, to) = (entry.path(), dst.join(entry.file_name()));
+        let ft = entry.file_type().unwrap();
+        if ft.is_dir() {
+            copy_tree(&from, &to);
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&from).unwrap(), &to).unwrap();
+        } else {
+            std::fs::copy(&from, &to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+        }
+    }
+}
+
+/// Copies the product definition of the workspace (VERSION, salt/, images/, packages/,
+/// solutions/) into `dst`, making a scratch checkout for end-to-end tests.
+pub fn copy_product_repo(dst: &Path) {
+    let src = workspace_root();
+    for entry in ["VERSION", "salt", "images", "packages", "solutions"] {
+        let p = src.join(entry);
+        if p.is_dir() {
+            copy_tree(&p, &dst.join(entry));
+        } else if p.is_file() {
+            std::fs::copy(&p, dst.join(entry)).unwrap();
+        }
+    }
+}

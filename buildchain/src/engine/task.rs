@@ -135,6 +135,21 @@ pub struct TaskContext {
 }
 
 impl TaskContext {
+    /// A context for running an action outside the engine (tests, library callers): quiet
+    /// progress, a fresh content cache.
+    pub fn standalone(name: &str) -> Self {
+        TaskContext {
+            name: name.to_string(),
+            extra_outputs: Vec::new(),
+            known_digests: Vec::new(),
+            progress: super::progress::ProgressHub::quiet(),
+            cache: Arc::new(super::signature::HashCache::default()),
+        }
+    }
+    /// Outputs registered with [`TaskContext::add_output`] so far.
+    pub fn added_outputs(&self) -> &[PathBuf] {
+        &self.extra_outputs
+    }
     /// Name of the running task.
     pub fn name(&self) -> &str {
         &self.name

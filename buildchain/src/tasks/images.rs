@@ -130,17 +130,12 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::engine::{Input, ProgressHub, TaskContext};
+    use crate::engine::{Input, TaskContext};
 
     fn run(task: &Task) -> Vec<std::path::PathBuf> {
-        let mut ctx = TaskContext {
-            name: task.name.clone(),
-            extra_outputs: Vec::new(),
-            known_digests: Vec::new(),
-            progress: ProgressHub::quiet(),
-        };
+        let mut ctx = TaskContext::standalone(&task.name);
         (task.action.as_ref().expect("action"))(&mut ctx).expect("task action");
-        ctx.extra_outputs
+        ctx.added_outputs().to_vec()
     }
 
     #[test]

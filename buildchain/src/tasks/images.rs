@@ -125,6 +125,16 @@ fn rel(root: &Path, p: &Path) -> String {
     p.strip_prefix(root).unwrap_or(p).display().to_string()
 }
 
+/// Name → tag of every image the product ships, for `versions.json`.
+pub fn versions(settings: &Settings) -> Result<std::collections::BTreeMap<String, String>> {
+    let inventory = Inventory::load(&settings.repo_root, settings.profile)?;
+    Ok(inventory
+        .images
+        .iter()
+        .map(|(name, entry)| (name.clone(), entry.tag.clone()))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -207,14 +217,4 @@ mod tests {
         assert_eq!(std::fs::read(&manifest).unwrap(), before);
         assert!(again.contains(&manifest));
     }
-}
-
-/// Name → tag of every image the product ships, for `versions.json`.
-pub fn versions(settings: &Settings) -> Result<std::collections::BTreeMap<String, String>> {
-    let inventory = Inventory::load(&settings.repo_root, settings.profile)?;
-    Ok(inventory
-        .images
-        .iter()
-        .map(|(name, entry)| (name.clone(), entry.tag.clone()))
-        .collect())
 }

@@ -21,4 +21,4 @@ python3 -c 'import pycdlib, yaml' 2>/dev/null || python3 -m pip install -q pycdl
 
 export PATH="$PATH:/usr/sbin:/sbin"
 cargo build --workspace --all-targets
-cargo test --workspace -- --test-threads="${TEST_THREADS:-2}" "$@"
+cargo test --workspace --no-fail-fast -- --test-threads="${TEST_THREADS:-2}" "$@"

@@ -360,3 +360,44 @@ fn kill_9_mid_run_then_rerun_equals_clean_run() {
         );
     }
 }
+
+#[test]
+fn settings_come_from_flags_then_env_then_dotenv() {
+    let repo = Repo::new();
+    std::fs::write(
+        repo.path().join(".env"),
+        "# local settings\nPROJECT_NAME=FromDotenv\nBUILD_ROOT=out\n",
+    )
+    .unwrap();
+    repo.run(&["salt_tree"]);
+    let top = std::fs::read_to_string(repo.path().join("out/root/salt/top.sls")).unwrap();
+    assert!(top.contains("FromDotenv 130.0.0-dev"), "{top}");
+    let out = repo
+        .cmd(&["populate_iso:product.txt"])
+        .env("PROJECT_NAME", "FromEnv")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let p = std::fs::read_to_string(repo.path().join("out/root/product.txt")).unwrap();
+    assert!(p.starts_with("NAME=FromEnv\n"), "{p}");
+    let out = repo
+        .cmd(&["--project-name", "FromFlag", "populate_iso:product.txt"])
+        .env("PROJECT_NAME", "FromEnv")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let p = std::fs::read_to_string(repo.path().join("out/root/product.txt")).unwrap();
+    assert!(p.starts_with("NAME=FromFlag\n"), "{p}");
+    std::fs::write(
+        repo.path().join(".env"),
+        "PROJECT_NAME=ok\nthis is not a setting\n",
+    )
+    .unwrap();
+    let out = repo.cmd(&["list"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(".env:2:"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

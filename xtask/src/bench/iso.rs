@@ -61,7 +61,13 @@ pub fn run(args: &[String]) -> Result<()> {
         return child_master(&args[1..]);
     }
     let o = parse(args)?;
-    for t in ["xorriso", "implantisomd5", "sha256sum", "md5sum", "checkisomd5"] {
+    for t in [
+        "xorriso",
+        "implantisomd5",
+        "sha256sum",
+        "md5sum",
+        "checkisomd5",
+    ] {
         testkit::require_tool(t);
     }
     if !Path::new("/usr/bin/time").is_file() {
@@ -101,10 +107,11 @@ fn measure(base: &Path, src: &Path, o: &Opts) -> Result<()> {
     let mut classic = Vec::new();
     let mut floor = Vec::new();
     // Warm the page cache once (both tools read the same tree).
-    timed(Command::new("sh").arg("-c").arg(format!(
-        "cat $(find {} -type f) > /dev/null",
-        src.display()
-    )))?;
+    timed(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("cat $(find {} -type f) > /dev/null", src.display())),
+    )?;
     for i in 0..o.runs {
         let _ = fs::remove_file(&ours_iso);
         let m = timed(
@@ -113,7 +120,11 @@ fn measure(base: &Path, src: &Path, o: &Opts) -> Result<()> {
                 .arg(src)
                 .arg(&ours_iso),
         )?;
-        println!("run {i}: ours            {:7.2}s  {:6} MiB", m.0, m.1 / 1024);
+        println!(
+            "run {i}: ours            {:7.2}s  {:6} MiB",
+            m.0,
+            m.1 / 1024
+        );
         ours.push(m);
         let _ = fs::remove_file(&ours_iso);
         let m = timed(
@@ -123,7 +134,11 @@ fn measure(base: &Path, src: &Path, o: &Opts) -> Result<()> {
                 .arg(&ours_iso)
                 .arg("--durable"),
         )?;
-        println!("run {i}: ours (fsync)    {:7.2}s  {:6} MiB", m.0, m.1 / 1024);
+        println!(
+            "run {i}: ours (fsync)    {:7.2}s  {:6} MiB",
+            m.0,
+            m.1 / 1024
+        );
         ours_durable.push(m);
 
         let _ = fs::remove_file(&classic_iso);
@@ -136,11 +151,19 @@ fn measure(base: &Path, src: &Path, o: &Opts) -> Result<()> {
             src = src.display()
         );
         let m = timed(Command::new("sh").arg("-c").arg(&script))?;
-        println!("run {i}: classic         {:7.2}s  {:6} MiB", m.0, m.1 / 1024);
+        println!(
+            "run {i}: classic         {:7.2}s  {:6} MiB",
+            m.0,
+            m.1 / 1024
+        );
         classic.push(m);
 
         let m = timed(Command::new("md5sum").arg(&ours_iso))?;
-        println!("run {i}: md5sum (floor)  {:7.2}s  {:6} MiB", m.0, m.1 / 1024);
+        println!(
+            "run {i}: md5sum (floor)  {:7.2}s  {:6} MiB",
+            m.0,
+            m.1 / 1024
+        );
         floor.push(m);
     }
     // Sanity: both images pass checkisomd5, our SHA256SUM verifies.
@@ -160,7 +183,11 @@ fn measure(base: &Path, src: &Path, o: &Opts) -> Result<()> {
     let peak = |v: &[(f64, u64)]| v.iter().map(|x| x.1).max().unwrap_or(0);
     let (mo, md, mc, mf) = (med(&ours), med(&ours_durable), med(&classic), med(&floor));
     println!();
-    println!("ISO sizes: ours {} bytes, xorriso {} bytes", size(&ours_iso), size(&classic_iso));
+    println!(
+        "ISO sizes: ours {} bytes, xorriso {} bytes",
+        size(&ours_iso),
+        size(&classic_iso)
+    );
     println!("median of {} runs (wall) / peak RSS:", o.runs);
     println!(
         "  ours master --md5 + SHA256SUM        {mo:7.2}s  {:6} MiB",
@@ -178,8 +205,16 @@ fn measure(base: &Path, src: &Path, o: &Opts) -> Result<()> {
         "  md5sum over the ISO (floor)          {mf:7.2}s  {:6} MiB",
         peak(&floor) / 1024
     );
-    println!("speed-up vs classic: {:.2}× (durable: {:.2}×)", mc / mo, mc / md);
-    println!("ours / md5sum floor: {:.2}× (durable: {:.2}×)", mo / mf, md / mf);
+    println!(
+        "speed-up vs classic: {:.2}× (durable: {:.2}×)",
+        mc / mo,
+        mc / md
+    );
+    println!(
+        "ours / md5sum floor: {:.2}× (durable: {:.2}×)",
+        mo / mf,
+        md / mf
+    );
     Ok(())
 }
 

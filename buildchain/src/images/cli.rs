@@ -1,5 +1,12 @@
 //! `buildchain image …` verbs.
 
+use anyhow::Context;
+
+use super::manifest::Platform;
+use super::reference::Reference;
+use super::registry::{fetch_many, ClientOptions, RegistryClient};
+use crate::store::Store;
+
 /// `buildchain image fetch REF DEST`.
 #[derive(clap::Args, Debug)]
 pub struct FetchArgs {
@@ -12,8 +19,24 @@ pub struct FetchArgs {
     pub insecure: bool,
 }
 
-/// Runs `image fetch`.
+/// Runs `image fetch`: writes the skopeo `dir:` layout of REF into DEST (like
+/// `skopeo copy docker://REF dir:DEST`), through the shared blob store (`BUILDCHAIN_STORE`).
 pub fn fetch(args: &FetchArgs) -> anyhow::Result<()> {
-    let _ = args;
-    anyhow::bail!("`image fetch` is not implemented yet")
+    let r = Reference::parse(&args.reference)?;
+    let store = Store::open(Store::default_root())?;
+    let client = RegistryClient::new(ClientOptions {
+        insecure: args.insecure,
+        ..Default::default()
+    })?;
+    let platform = Platform::default_linux_amd64();
+    let res = fetch_many(
+        &client,
+        &store,
+        &[(r.clone(), format!("image {r}"), args.dest.clone())],
+        &platform,
+        None,
+    )
+    .with_context(|| format!("cannot fetch {r}"))?;
+    println!("{} {}", res[0].digest(), args.dest.display());
+    Ok(())
 }

@@ -1,16 +1,128 @@
-//! Tasks `images` and `images:*`.
+//! Tasks `images` and `images:*`: one task per inventory image (SPEC §5), writing
+//! `<iso_root>/images/<name>/<tag>/` (skopeo `dir:` layout, blobs hard-linked from the store) and,
+//! for `tarball: true`, `<iso_root>/images/<name>-<tag>.tar`.
+//!
+//! A task's signature covers the inventory entry (as JSON), its platform, and for local builds
+//! the build directories of the image and of its local bases plus `SOURCE_DATE_EPOCH`; an
+//! up-to-date image is skipped by the engine, so it needs no network at all.
+
+use std::path::Path;
 
 use anyhow::Result;
 
 use crate::config::Settings;
 use crate::engine::Task;
+use crate::images::inventory::{Inventory, Source};
+use crate::images::ImageBuilder;
+use crate::store::Store;
+
+/// Repository prefix of the tags written into docker-archive tarballs
+/// (`metalk8s-registry-from-config.invalid/metalk8s-<version>/`).
+pub fn tarball_repo_prefix(settings: &Settings) -> String {
+    format!(
+        "metalk8s-registry-from-config.invalid/{}-{}/",
+        settings.project_lower(),
+        settings.version.full()
+    )
+}
 
 /// Every `images:*` task plus the `images` group task that depends on all of them.
 pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
-    let _ = settings;
-    Ok(vec![Task::new("images")
-        .public()
-        .doc("(not implemented yet)")])
+    let repo_root = settings.repo_root.clone();
+    let inventory = Inventory::load(&repo_root, settings.profile)?;
+    let images_root = settings.iso_root.join("images");
+    let prefix = tarball_repo_prefix(settings);
+    let epoch = settings.timestamp();
+    let mut tasks = Vec::new();
+    let mut names = Vec::new();
+    for (name, entry) in &inventory.images {
+        let task_name = format!("images:{name}");
+        let source = entry.source(&repo_root)?;
+        let kind = match &source {
+            Source::Registry(r) => format!("from {r}"),
+            Source::OciLayout { path, .. } => format!("from OCI layout {}", rel(&repo_root, path)),
+            Source::DockerArchive(p) => format!("from docker archive {}", rel(&repo_root, p)),
+            Source::Local(d) => format!("built from {}", rel(&repo_root, d)),
+        };
+        let dest = images_root.join(name).join(&entry.tag);
+        let mut t = Task::new(&task_name)
+            .doc(format!("Image {name}:{} {kind}", entry.tag))
+            .value("inventory entry", entry.to_json())
+            .value("platform", entry.platform()?.to_string())
+            .output(dest.join("manifest.json"))
+            .output(dest.join("version"));
+        // The inventory files themselves are not inputs (an unrelated entry changing must not
+        // rebuild this image): the entry's JSON is.
+        // Local builds: the image's directory and every local ancestor's (entry + directory).
+        let mut cur = Some(name.clone());
+        let mut first = true;
+        while let Some(n) = cur.take() {
+            let e = &inventory.images[&n];
+            if !first {
+                t = t.value(format!("base {n}"), e.to_json());
+            }
+            match e.source(&repo_root)? {
+                Source::Local(dir) => {
+                    t = t.input_tree(&dir);
+                    if first {
+                        t = t.value("SOURCE_DATE_EPOCH", epoch.to_string());
+                    }
+                    if let Some(b) = e.local_base(&repo_root)? {
+                        if first {
+                            t = t.dep(format!("images:{b}"));
+                        }
+                        cur = Some(b);
+                    }
+                }
+                Source::OciLayout { path, .. } if path.is_dir() => t = t.input_tree(&path),
+                Source::OciLayout { path, .. } | Source::DockerArchive(path) => {
+                    t = t.input_file(&path)
+                }
+                Source::Registry(_) => {}
+            }
+            first = false;
+        }
+        if entry.tarball {
+            let tar = images_root.join(format!("{name}-{}.tar", entry.tag));
+            t = t
+                .value("tarball repository prefix", prefix.clone())
+                .value("tarball mtime", epoch.to_string())
+                .output(tar);
+        }
+        let (repo_root, images_root, prefix, inventory, store_root, name_c, tag) = (
+            repo_root.clone(),
+            images_root.clone(),
+            prefix.clone(),
+            inventory.clone(),
+            settings.store_root.clone(),
+            name.clone(),
+            entry.tag.clone(),
+        );
+        t = t.action(move |ctx| {
+            let store = Store::open(&store_root)?;
+            let builder = ImageBuilder::new(&repo_root, store, inventory.clone(), epoch);
+            let progress = ctx.progress(Some(0), &format!("{name_c}:{tag}"));
+            let files = builder.materialize(&name_c, &images_root, &prefix, Some(&progress));
+            progress.finish();
+            for f in files? {
+                ctx.add_output(f);
+            }
+            Ok(())
+        });
+        names.push(task_name);
+        tasks.push(t);
+    }
+    tasks.push(
+        Task::new("images")
+            .public()
+            .doc("Fetch, import or build every container image of the inventory into the ISO tree")
+            .deps(names),
+    );
+    Ok(tasks)
+}
+
+fn rel(root: &Path, p: &Path) -> String {
+    p.strip_prefix(root).unwrap_or(p).display().to_string()
 }
 
 /// Name → version of what this area ships, for `versions.json`.

@@ -287,10 +287,15 @@ pub fn validate_iso<R: Read + Seek>(mut r: R, source: &str) -> Report {
     match tree.plain_paths() {
         Ok(p) => {
             if !p.iter().any(|p| p == "MANIFEST.YAML") && tree.reader.has_rock_ridge() {
-                rep.error(
-                    "MANIFEST_PRIMARY_NAME_MISSING",
+                let seen = p
+                    .iter()
+                    .find(|p| p.starts_with("MANIFEST"))
+                    .map(|p| format!(" (found {p:?})"))
+                    .unwrap_or_default();
+                rep.warn(
+                    "MANIFEST_PRIMARY_NAME",
                     "MANIFEST.YAML;1",
-                    "no MANIFEST.YAML;1 in the primary (ISO-9660) tree: MetalK8s cannot read the manifest with isoinfo",
+                    format!("no MANIFEST.YAML;1 in the primary ISO-9660 tree{seen}: MetalK8s reads the manifest with `isoinfo -x /MANIFEST.YAML;1`; master with full ISO-9660 file names (mkisofs -l / --full-iso9660-filenames)"),
                 );
             }
         }

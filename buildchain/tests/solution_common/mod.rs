@@ -54,7 +54,13 @@ pub fn unshare(root: &Path) {
 
 /// Masters `root` with our writer (MD5 implanted).
 pub fn master_ours(root: &Path, iso: &Path, volume_id: &str) {
-    let mut f = std::fs::File::create(iso).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(iso)
+        .unwrap();
     let opts = iso9660_writer::MasterOptions {
         volume_id: volume_id.into(),
         timestamp: 1_700_000_000,

@@ -176,10 +176,7 @@ pub fn validate_path(path: &Path) -> Report {
         return r;
     }
     match std::fs::File::open(path) {
-        Ok(f) => validate_iso(
-            std::io::BufReader::with_capacity(1 << 20, f),
-            &path.display().to_string(),
-        ),
+        Ok(_) => validate_iso_file(path),
         Err(e) => {
             let mut r = Report {
                 source: path.display().to_string(),
@@ -201,9 +198,56 @@ pub fn validate_iso<R: Read + Seek>(mut r: R, source: &str) -> Report {
         source: source.to_string(),
         ..Report::default()
     };
-    let len = r.seek(std::io::SeekFrom::End(0)).unwrap_or(0);
-    // isomd5sum first (it reads the whole image once).
-    match iso9660_writer::md5sum::check_reader(&mut r) {
+    md5_part(&mut r, &mut rep);
+    structure_part(r, &mut rep);
+    rep.sort();
+    rep
+}
+
+/// Validates the ISO file at `path`, checking the implanted MD5 on a second handle in a parallel
+/// thread while the tree is checked.
+pub fn validate_iso_file(path: &Path) -> Report {
+    let mut rep = Report {
+        source: path.display().to_string(),
+        ..Report::default()
+    };
+    let open =
+        |p: &Path| std::fs::File::open(p).map(|f| std::io::BufReader::with_capacity(1 << 20, f));
+    let (f1, f2) = match (open(path), open(path)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            rep.error(
+                "ISO_UNREADABLE",
+                "",
+                format!("cannot open {}: {e}", path.display()),
+            );
+            return rep;
+        }
+    };
+    let md5 = std::thread::scope(|s| {
+        let h = s.spawn(move || {
+            let mut m = Report::default();
+            let mut f2 = f2;
+            md5_part(&mut f2, &mut m);
+            m
+        });
+        structure_part(f1, &mut rep);
+        h.join()
+    });
+    match md5 {
+        Ok(m) => {
+            rep.md5 = m.md5;
+            rep.findings.extend(m.findings);
+        }
+        Err(_) => rep.error("MD5_CHECK_FAILED", "", "the MD5 check failed unexpectedly"),
+    }
+    rep.sort();
+    rep
+}
+
+/// isomd5sum verdict (reads the whole image once).
+fn md5_part<R: Read + Seek>(r: &mut R, rep: &mut Report) {
+    match iso9660_writer::md5sum::check_reader(r) {
         Ok(c) => {
             use iso9660_writer::CheckStatus;
             rep.md5 = Some(
@@ -240,9 +284,14 @@ pub fn validate_iso<R: Read + Seek>(mut r: R, source: &str) -> Report {
             );
         }
     }
+}
+
+/// Container and tree checks.
+fn structure_part<R: Read + Seek>(mut r: R, rep: &mut Report) {
+    let len = r.seek(std::io::SeekFrom::End(0)).unwrap_or(0);
     if r.seek(std::io::SeekFrom::Start(0)).is_err() {
         rep.error("ISO_UNREADABLE", "", "cannot seek in the image");
-        return rep;
+        return;
     }
     let mut tree = match IsoTree::from_reader(r) {
         Ok(t) => t,
@@ -252,8 +301,7 @@ pub fn validate_iso<R: Read + Seek>(mut r: R, source: &str) -> Report {
                 "",
                 format!("not a readable ISO-9660 image: {e:#}"),
             );
-            rep.sort();
-            return rep;
+            return;
         }
     };
     let sectors = tree.reader.volume_sectors() as u64;
@@ -305,9 +353,7 @@ pub fn validate_iso<R: Read + Seek>(mut r: R, source: &str) -> Report {
             format!("cannot walk the primary tree: {e:#}"),
         ),
     }
-    check_tree(&mut tree, Some(&vol), &mut rep);
-    rep.sort();
-    rep
+    check_tree(&mut tree, Some(&vol), rep);
 }
 
 /// Tree index: path → entry.
@@ -506,15 +552,11 @@ pub fn check_tree(tree: &mut dyn FileTree, volume_id: Option<&str>, rep: &mut Re
                 &e.path,
                 "device, FIFO or socket: only files, directories and symlinks are allowed",
             ),
-            Kind::Symlink(t) => {
-                if join_link(&e.path, t).is_none() {
-                    rep.error(
-                        "SYMLINK_ESCAPES",
-                        &e.path,
-                        format!("symlink to {t:?} points outside the Solution"),
-                    );
-                }
-            }
+            Kind::Symlink(t) if join_link(&e.path, t).is_none() => rep.error(
+                "SYMLINK_ESCAPES",
+                &e.path,
+                format!("symlink to {t:?} points outside the Solution"),
+            ),
             _ => {}
         }
         if by_path.contains_key(&e.path) {

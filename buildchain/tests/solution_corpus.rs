@@ -100,6 +100,14 @@ fn broken_trees_give_their_error() {
                 t + "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: evil\n"
             })
         }),
+        ("role-alias-bomb", "ROLE_INVALID", |r| {
+            let mut t = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+            for i in 1..12 {
+                t.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n", p = if i == 1 { String::new() } else { (i - 1).to_string() }));
+            }
+            t.push_str("kind: Role\n");
+            std::fs::write(r.join("operator/deploy/role.yaml"), t).unwrap()
+        }),
         ("role-missing", "ROLE_MISSING", |r| {
             std::fs::remove_file(r.join("operator/deploy/role.yaml")).unwrap()
         }),

@@ -206,6 +206,74 @@ fn xorriso_mastered_trees_validate_clean() {
 }
 
 #[test]
+fn genisoimage_mastered_tree_validates_clean() {
+    let genisoimage = testkit::require_tool("genisoimage");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tree(tmp.path(), "1.1.0");
+    let iso = tmp.path().join("g.iso");
+    // The flags of the upstream Solution Makefile.
+    testkit::run_ok(
+        Command::new(genisoimage)
+            .args(["-output"])
+            .arg(&iso)
+            .args([
+                "-quiet",
+                "-rock",
+                "-joliet",
+                "-joliet-long",
+                "-full-iso9660-filenames",
+                "-volid",
+                "Example Solution 1.1.0",
+                "--iso-level",
+                "3",
+                "-gid",
+                "0",
+                "-uid",
+                "0",
+                "-input-charset",
+                "iso8859-1",
+                "-output-charset",
+                "iso8859-1",
+            ])
+            .arg(&root),
+    );
+    let (code, rep) = validate_cli(&iso);
+    assert_eq!(code, 0, "{rep:#}");
+    assert_eq!(rep["errors"], 0, "{rep:#}");
+    assert_eq!(rep["warnings"], 0, "{rep:#}");
+    // Then implantisomd5 on it: our check agrees.
+    testkit::run_ok(Command::new(testkit::require_tool("implantisomd5")).arg(&iso));
+    let (code, rep) = validate_cli(&iso);
+    assert_eq!(code, 0, "{rep:#}");
+    assert_eq!(rep["md5"], "pass", "{rep:#}");
+}
+
+#[test]
+fn joliet_only_iso_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tree(tmp.path(), "1.0.0");
+    let iso = tmp.path().join("j.iso");
+    testkit::run_ok(
+        // (xorriso always adds Rock Ridge; genisoimage only with -R.)
+        Command::new(testkit::require_tool("genisoimage"))
+            .args([
+                "-quiet",
+                "-J",
+                "-joliet-long",
+                "-l",
+                "-V",
+                "Example Solution 1.0.0",
+                "-o",
+            ])
+            .arg(&iso)
+            .arg(&root),
+    );
+    let (code, rep) = validate_cli(&iso);
+    assert_eq!(code, 1, "{rep:#}");
+    assert_eq!(error_codes(&rep), vec!["NO_ROCK_RIDGE"], "{rep:#}");
+}
+
+#[test]
 fn shared_blobs_are_hashed_once() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tree(tmp.path(), "1.0.0");

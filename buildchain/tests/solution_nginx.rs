@@ -21,7 +21,11 @@ fn files(d: &Path) -> BTreeMap<String, Vec<u8>> {
         .filter(|e| e.file_type().is_file())
         .map(|e| {
             (
-                e.path().strip_prefix(d).unwrap().to_string_lossy().into_owned(),
+                e.path()
+                    .strip_prefix(d)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
                 std::fs::read(e.path()).unwrap(),
             )
         })
@@ -55,7 +59,12 @@ fn nginx_serves_solution_images_to_skopeo() {
             .replace("{{ repository }}", &format!("example-solution-{v}"))
             .replace(
                 "{{ registry_root }}",
-                mount.join("images").canonicalize().unwrap().to_str().unwrap(),
+                mount
+                    .join("images")
+                    .canonicalize()
+                    .unwrap()
+                    .to_str()
+                    .unwrap(),
             );
         assert!(!rendered.contains("{{"), "{rendered}");
         let inc = tmp.path().join(format!("example-solution-{v}.inc"));

@@ -1150,3 +1150,27 @@ fn check_registry_config(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_versions_links() {
+        assert!(is_dns1123_label("example-solution"));
+        assert!(is_dns1123_label(&"a".repeat(63)));
+        for bad in ["", "-a", "a-", "A", "a_b", "a.b", &"a".repeat(64)] {
+            assert!(!is_dns1123_label(bad), "{bad}");
+        }
+        for good in ["1.0.0", "1.2.3-dev", "10.0.1-rc.1+build.5"] {
+            assert!(is_semver(good), "{good}");
+        }
+        for bad in ["1.0", "1.0.0-", "v1.0.0", "1.0.x", "1..0", ""] {
+            assert!(!is_semver(bad), "{bad}");
+        }
+        assert_eq!(join_link("a/b/l", "../c").as_deref(), Some("a/c"));
+        assert_eq!(join_link("l", "x/./y").as_deref(), Some("x/y"));
+        assert_eq!(join_link("a/l", "../../etc/passwd"), None);
+        assert_eq!(join_link("a/l", "/etc/passwd"), None);
+    }
+}

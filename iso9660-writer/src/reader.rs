@@ -252,6 +252,9 @@ impl<R: Read + Seek> IsoReader<R> {
             _ => self.root,
         };
         let mut out = Vec::new();
+        // Overlapping directory extents could make a small image expand quadratically: the
+        // directory bytes read in one walk are bounded by twice the image size.
+        let mut budget = self.image_len.saturating_mul(2).max(1 << 20);
         let mut visited: HashSet<u32> = HashSet::new();
         visited.insert(root.lba);
         // (directory extent, path prefix, depth)
@@ -262,6 +265,9 @@ impl<R: Read + Seek> IsoReader<R> {
                     "directory nesting deeper than {MAX_DEPTH}"
                 )));
             }
+            budget = budget.checked_sub(dir.len as u64).ok_or_else(|| {
+                Error::bad("directories overlap: more directory data than the image holds")
+            })?;
             let entries = self.read_dir(dir, &prefix, depth, ns)?;
             let mut subdirs = Vec::new();
             for e in entries {

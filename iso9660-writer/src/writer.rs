@@ -1,10 +1,23 @@
 //! The ISO-9660 writer: [`master`].
 //!
 //! Layout (in sectors): 0-15 system area (zeros), 16 PVD, 17 Joliet SVD, 18 terminator, path
-//! tables (L and M, primary then Joliet), primary directories (breadth-first), Joliet
-//! directories, Rock Ridge continuation areas, file data (tree order, each distinct content
-//! once), one zero sector used by empty files and symlinks, then 150 sectors of padding (so the
-//! 15 sectors `checkisomd5` skips hold no data).
+//! tables (L and M, primary then Joliet), primary directories (breadth-first, each followed by
+//! the Rock Ridge continuation areas of its records, where streaming readers such as libarchive
+//! expect them), Joliet directories, file data (tree order, each distinct content once), one
+//! zero sector used by empty files and symlinks, then 150 sectors of padding (so the 15 sectors
+//! `checkisomd5` skips hold no data).
+//!
+//! Names: primary identifiers are upper-case d-characters, `NAME.EXT;1` for files (name + ext
+//! ≤ 30, ext ≤ 8) and `NAME` for directories (≤ 31), a decimal suffix resolving collisions;
+//! Rock Ridge `NM` carries the real name. Joliet names are UCS-2 (characters outside the BMP and
+//! `* / : ; ? \` become `_`), ≤ 103 units, `;1` appended to files. Rock Ridge: `SP` + `ER`
+//! (`RRIP_1991A`) on the root, `RR`, `PX` (44 bytes: mode, link count within the tree, uid/gid 0,
+//! serial number per inode), `TF` (modify/access/attributes = the timestamp), `NM`, `SL`, `CE`.
+//!
+//! Performance: the MD5 runs on its own thread (`md-5` with its assembly core); the final SHA-256
+//! needs the implanted PVD first, so it is a second sequential pass over the image, served from
+//! the page cache (wall time ≈ MD5 + SHA-256 of the image). Set `ISO9660_WRITER_TRACE=1` to get
+//! phase timings on stderr.
 //!
 //! Only metadata is kept in memory (proportional to the number of entries); file contents are
 //! streamed. With `implant_md5`, the isomd5sum computation runs on a second thread over the bytes
@@ -120,6 +133,8 @@ struct Rec {
 }
 
 struct Cont {
+    /// Primary directory whose extent this continuation area follows.
+    dir: usize,
     bytes: Vec<u8>,
     next: Option<usize>,
     sector: u32,
@@ -144,12 +159,35 @@ impl Rec {
 /// inode, or with identical contents, are written once. Fails (without panicking) on unreadable
 /// sources, unsupported file types (devices, sockets, FIFOs) or files that change size while
 /// mastering.
+///
+/// `out` must be open for reading and writing (the SHA-256 of the implanted image is computed
+/// by re-reading it).
 pub fn master(src_dir: &Path, out: &mut File, opts: &MasterOptions) -> Result<MasterReport> {
+    master_with_extent_limit(src_dir, out, opts, MAX_EXTENT)
+}
+
+/// [`master`] with a smaller multi-extent section size (a multiple of 2048), so tests can
+/// exercise multi-extent files without 4 GiB sources.
+#[doc(hidden)]
+pub fn master_with_extent_limit(
+    src_dir: &Path,
+    out: &mut File,
+    opts: &MasterOptions,
+    max_extent: u64,
+) -> Result<MasterReport> {
+    if max_extent == 0 || max_extent % SECTOR_SIZE != 0 || max_extent > MAX_EXTENT {
+        return Err(Error::Source(format!("invalid extent limit {max_extent}")));
+    }
+    let t = Trace::new();
     let mut b = Builder::scan(src_dir)?;
+    t.mark("scan");
+    b.max_extent = max_extent;
     b.dedup()?;
+    t.mark("dedup");
     b.names();
     b.build(opts)?;
-    b.write(out, opts)
+    t.mark("layout");
+    b.write(out, opts, &t)
 }
 
 struct Builder {
@@ -165,6 +203,10 @@ struct Builder {
     jdir_lba: HashMap<usize, (u32, u32)>,
     layout: Layout,
     shared: u64,
+    max_extent: u64,
+    cur_dir: usize,
+    /// Continuation-area sectors following each primary directory extent, and their first LBA.
+    ce_sectors: HashMap<usize, (u32, u32)>,
 }
 
 #[derive(Default)]
@@ -174,8 +216,6 @@ struct Layout {
     ptl_jol: Vec<u8>,
     ptm_jol: Vec<u8>,
     pt_lba: [u32; 4],
-    ce_lba: u32,
-    ce_sectors: u32,
     data_lba: u32,
     empty_lba: u32,
     total_sectors: u64,
@@ -324,6 +364,9 @@ impl Builder {
             jdir_lba: HashMap::new(),
             layout: Layout::default(),
             shared: 0,
+            max_extent: MAX_EXTENT,
+            cur_dir: 0,
+            ce_sectors: HashMap::new(),
         })
     }
 
@@ -441,6 +484,7 @@ impl Builder {
         // Primary records with Rock Ridge.
         for di in 0..self.prim_dirs.len() {
             let d = self.prim_dirs[di];
+            self.cur_dir = d;
             let mut recs = Vec::new();
             let parent = self.nodes[d].parent;
             let mut dot = vec![rr_flags_entry(0x81)];
@@ -497,19 +541,25 @@ impl Builder {
             }
             self.jol_recs.insert(d, recs);
         }
-        // Continuation areas: bump allocation, never across a sector boundary.
-        let (mut sector, mut offset) = (0u32, 0u32);
+        // Continuation areas: per directory (they follow its extent, where streaming readers such
+        // as libarchive expect them), bump allocation, never across a sector boundary.
+        let mut ce_count: HashMap<usize, u32> = HashMap::new();
+        let mut cur: Option<(usize, u32, u32)> = None;
         for c in self.conts.iter_mut() {
             let len = (c.bytes.len() + if c.next.is_some() { 28 } else { 0 }) as u32;
+            let (mut sector, mut offset) = match cur {
+                Some((d, s, o)) if d == c.dir => (s, o),
+                _ => (0, 0),
+            };
             if offset + len > SECTOR as u32 {
                 sector += 1;
                 offset = 0;
             }
             c.sector = sector;
             c.offset = offset;
-            offset += len;
+            cur = Some((c.dir, sector, offset + len));
+            ce_count.insert(c.dir, sector + 1);
         }
-        let ce_sectors = if self.conts.is_empty() { 0 } else { sector + 1 };
         // Path tables.
         let pt_prim_len = self.path_table_len(&self.prim_dirs, false);
         let pt_jol_len = self.path_table_len(&self.jol_dirs, true);
@@ -526,14 +576,16 @@ impl Builder {
             let size = dir_size(&self.prim_recs[&d]);
             self.dir_lba.insert(d, (lba as u32, size as u32));
             lba += size / SECTOR_SIZE;
+            if let Some(&n) = ce_count.get(&d) {
+                self.ce_sectors.insert(d, (lba as u32, n));
+                lba += n as u64;
+            }
         }
         for &d in &self.jol_dirs {
             let size = dir_size(&self.jol_recs[&d]);
             self.jdir_lba.insert(d, (lba as u32, size as u32));
             lba += size / SECTOR_SIZE;
         }
-        let ce_lba = lba;
-        lba += ce_sectors as u64;
         let data_lba = lba;
         // Data extents, in tree (node) order of first reference.
         let mut placed = vec![false; self.datas.len()];
@@ -555,8 +607,6 @@ impl Builder {
         }
         self.layout = Layout {
             pt_lba,
-            ce_lba: ce_lba as u32,
-            ce_sectors,
             data_lba: data_lba as u32,
             empty_lba: empty_lba as u32,
             total_sectors: lba,
@@ -581,7 +631,7 @@ impl Builder {
                 // LBAs are not known yet: record the data index in `lba` and the section number
                 // in `len`; resolved at serialisation time.
                 let size = self.datas[*d].size;
-                let parts = size.div_ceil(MAX_EXTENT).max(1);
+                let parts = size.div_ceil(self.max_extent).max(1);
                 (0..parts)
                     .map(|p| {
                         let flags = if p + 1 < parts { 0x80 } else { 0 };
@@ -648,6 +698,7 @@ impl Builder {
         let n = chunks.len();
         for (i, bytes) in chunks.into_iter().enumerate() {
             self.conts.push(Cont {
+                dir: self.cur_dir,
                 bytes,
                 next: if i + 1 < n { Some(first + i + 1) } else { None },
                 sector: 0,
@@ -726,8 +777,8 @@ impl Builder {
             Target::Empty => (self.layout.empty_lba, 0),
             Target::Data { lba: d, len: part } => {
                 let data = &self.datas[d as usize];
-                let off = part as u64 * MAX_EXTENT;
-                let len = (data.size - off).min(MAX_EXTENT);
+                let off = part as u64 * self.max_extent;
+                let len = (data.size - off).min(self.max_extent);
                 (data.lba + (off / SECTOR_SIZE) as u32, len as u32)
             }
         };
@@ -758,7 +809,7 @@ impl Builder {
         let c = &self.conts[c];
         let len = c.bytes.len() + if c.next.is_some() { 28 } else { 0 };
         let mut e = vec![b'C', b'E', 28, 1];
-        both32(&mut e, self.layout.ce_lba + c.sector);
+        both32(&mut e, self.ce_sectors[&c.dir].0 + c.sector);
         both32(&mut e, c.offset);
         both32(&mut e, len as u32);
         e
@@ -867,7 +918,7 @@ impl Builder {
         v
     }
 
-    fn write(&self, out: &mut File, opts: &MasterOptions) -> Result<MasterReport> {
+    fn write(&self, out: &mut File, opts: &MasterOptions, t: &Trace) -> Result<MasterReport> {
         let ts = opts.timestamp;
         let total = self.layout.total_sectors * SECTOR_SIZE;
         out.set_len(0)
@@ -896,23 +947,22 @@ impl Builder {
         }
         for &d in &self.prim_dirs {
             sink.write(&self.dir_extent(d, false, ts))?;
+            if let Some(&(_, n)) = self.ce_sectors.get(&d) {
+                let mut area = vec![0u8; n as usize * SECTOR];
+                for c in self.conts.iter().filter(|c| c.dir == d) {
+                    let at = c.sector as usize * SECTOR + c.offset as usize;
+                    area[at..at + c.bytes.len()].copy_from_slice(&c.bytes);
+                    if let Some(next) = c.next {
+                        let e = self.ce_entry(next);
+                        let at = at + c.bytes.len();
+                        area[at..at + 28].copy_from_slice(&e);
+                    }
+                }
+                sink.write(&area)?;
+            }
         }
         for &d in &self.jol_dirs {
             sink.write(&self.dir_extent(d, true, ts))?;
-        }
-        if self.layout.ce_sectors > 0 {
-            let mut area = vec![0u8; self.layout.ce_sectors as usize * SECTOR];
-            for (i, c) in self.conts.iter().enumerate() {
-                let at = c.sector as usize * SECTOR + c.offset as usize;
-                area[at..at + c.bytes.len()].copy_from_slice(&c.bytes);
-                if let Some(next) = c.next {
-                    let e = self.ce_entry(next);
-                    let at = at + c.bytes.len();
-                    area[at..at + 28].copy_from_slice(&e);
-                }
-                let _ = i;
-            }
-            sink.write(&area)?;
         }
         debug_assert_eq!(sink.offset(), self.layout.data_lba as u64 * SECTOR_SIZE);
         // File data in LBA order.
@@ -932,7 +982,9 @@ impl Builder {
         // Empty sector + padding.
         let rest = total - sink.offset();
         sink.zeros(rest)?;
+        t.mark("write (data copied)");
         let (md5_hex, sha) = sink.finish()?;
+        t.mark("md5 finished");
         let mut report = MasterReport {
             size: total,
             sha256_hex: String::new(),
@@ -959,6 +1011,7 @@ impl Builder {
                 out.write_all(&text)
                     .map_err(|e| Error::io("write isomd5sum record", e))?;
                 report.sha256_hex = sha256_of(out, total)?;
+                t.mark("sha256 of the implanted image");
                 report.md5_hex = Some(md5);
             }
             None => report.sha256_hex = sha.unwrap_or_default(),
@@ -966,6 +1019,20 @@ impl Builder {
         out.seek(SeekFrom::Start(total))
             .map_err(|e| Error::io("seek output", e))?;
         Ok(report)
+    }
+}
+
+/// Phase timings on stderr when `ISO9660_WRITER_TRACE` is set.
+struct Trace(Option<std::time::Instant>);
+
+impl Trace {
+    fn new() -> Self {
+        Trace(std::env::var_os("ISO9660_WRITER_TRACE").map(|_| std::time::Instant::now()))
+    }
+    fn mark(&self, what: &str) {
+        if let Some(t) = self.0 {
+            eprintln!("[iso9660-writer] {:8.3}s {what}", t.elapsed().as_secs_f64());
+        }
     }
 }
 
@@ -979,7 +1046,7 @@ fn sha256_of(f: &mut File, len: u64) -> Result<String> {
         s.spawn(move || {
             let mut pos = 0u64;
             while pos < len {
-                let mut buf = ret_rx.try_recv().unwrap_or_else(|_| vec![0u8; 4 * IO_BUF]);
+                let mut buf = ret_rx.try_recv().unwrap_or_else(|_| vec![0u8; 2 * IO_BUF]);
                 let n = ((len - pos) as usize).min(buf.len());
                 buf.truncate(n);
                 let r = file.read_exact_at(&mut buf, pos).map(|_| buf);
@@ -1000,7 +1067,7 @@ fn sha256_of(f: &mut File, len: u64) -> Result<String> {
             h.update(&buf);
             got += buf.len() as u64;
             let mut buf = buf;
-            buf.resize(4 * IO_BUF, 0);
+            buf.resize(2 * IO_BUF, 0);
             let _ = ret_tx.send(buf);
         }
         Ok(hex::encode(h.finalize()))
@@ -1018,7 +1085,12 @@ struct Sink<'a, 'o> {
     recycle: Option<mpsc::Receiver<Vec<u8>>>,
     md5_thread: Option<std::thread::JoinHandle<(String, String)>>,
     sha: Option<Sha256>,
+    allocated: usize,
+    spare: Vec<u8>,
 }
+
+/// Buffers in flight between the writing thread and the MD5 thread.
+const POOL: usize = 8;
 
 impl<'a, 'o> Sink<'a, 'o> {
     fn new(out: &'o mut File, opts: &MasterOptions<'a>, total: u64) -> Self {
@@ -1031,9 +1103,11 @@ impl<'a, 'o> Sink<'a, 'o> {
             recycle: None,
             md5_thread: None,
             sha: None,
+            allocated: 1,
+            spare: Vec::with_capacity(IO_BUF),
         };
         if opts.implant_md5 {
-            let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(8);
+            let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(POOL);
             let (rtx, rrx) = mpsc::channel::<Vec<u8>>();
             s.md5_thread = Some(std::thread::spawn(move || {
                 let mut h = Md5Implanter::new(total);
@@ -1056,12 +1130,22 @@ impl<'a, 'o> Sink<'a, 'o> {
         self.pos + self.buf.len() as u64
     }
 
+    /// A buffer from the pool (buffers come back from the MD5 thread once hashed); at most
+    /// `POOL` buffers exist, so memory stays bounded whatever the image size.
     fn fresh_buf(&mut self) -> Vec<u8> {
-        let mut b = self
-            .recycle
-            .as_ref()
-            .and_then(|r| r.try_recv().ok())
-            .unwrap_or_else(|| Vec::with_capacity(IO_BUF));
+        let Some(r) = self.recycle.as_ref() else {
+            let mut b = std::mem::take(&mut self.spare);
+            b.clear();
+            return b;
+        };
+        let mut b = match r.try_recv() {
+            Ok(b) => b,
+            Err(_) if self.allocated < POOL => {
+                self.allocated += 1;
+                Vec::with_capacity(IO_BUF)
+            }
+            Err(_) => r.recv().unwrap_or_else(|_| Vec::with_capacity(IO_BUF)),
+        };
         b.clear();
         b
     }
@@ -1082,6 +1166,8 @@ impl<'a, 'o> Sink<'a, 'o> {
         if let Some(tx) = &self.md5_tx {
             tx.send(full)
                 .map_err(|_| Error::Md5("MD5 thread stopped".into()))?;
+        } else {
+            self.spare = full;
         }
         if let Some(p) = self.progress {
             p(self.pos);
@@ -1268,7 +1354,7 @@ fn joliet_name(name: &[u8], is_dir: bool, seen: &mut HashSet<Vec<u16>>) -> Vec<u
         .chars()
         .map(|c| {
             let u = c as u32;
-            if u > 0xFFFF || u < 0x20 || "*/:;?\\".contains(c) {
+            if !(0x20..=0xFFFF).contains(&u) || "*/:;?\\".contains(c) {
                 b'_' as u16
             } else {
                 u as u16

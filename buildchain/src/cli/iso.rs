@@ -36,8 +36,298 @@ pub enum IsoCommand {
     },
 }
 
-/// Runs an `iso` sub-command; returns the process exit code.
+/// Runs an `iso` sub-command; returns the process exit code (0 success/PASS, 1 FAIL).
 pub fn run(cmd: &IsoCommand) -> anyhow::Result<u8> {
-    let _ = cmd;
-    anyhow::bail!("`iso` verbs are not implemented yet")
+    match cmd {
+        IsoCommand::Master {
+            dir,
+            output,
+            volid,
+            md5,
+        } => {
+            let r = master_atomic(dir, output, volid, *md5, source_date_epoch()?, None)?;
+            println!("{}: {} bytes", output.display(), r.size);
+            println!("sha256 = {}", r.sha256_hex);
+            if let Some(m) = &r.md5_hex {
+                println!("isomd5sum = {m}");
+            }
+            println!(
+                "{} files, {} directories, {} symlinks, {} extents ({} shared)",
+                r.files, r.directories, r.symlinks, r.extents, r.shared_extents
+            );
+            Ok(0)
+        }
+        IsoCommand::Check { iso } => {
+            let r = iso9660_writer::check(iso)
+                .with_context(|| format!("cannot check {}", iso.display()))?;
+            print!("{}", check_text(iso, &r));
+            Ok(u8::from(r.status != CheckStatus::Pass))
+        }
+        IsoCommand::Ls { iso } => {
+            let mut reader = open_reader(iso)?;
+            for e in reader
+                .walk()
+                .with_context(|| format!("cannot list {}", iso.display()))?
+            {
+                println!("{}", ls_line(&e));
+            }
+            Ok(0)
+        }
+        IsoCommand::Extract { iso, dest } => {
+            let n = extract(iso, dest)?;
+            println!("extracted {n} entries into {}", dest.display());
+            Ok(0)
+        }
+    }
+}
+
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{bail, Context};
+use iso9660_writer::{CheckReport, CheckStatus, Entry, EntryKind, IsoReader, MasterReport};
+
+/// `SOURCE_DATE_EPOCH` from the environment, else 0 (a fixed epoch keeps images reproducible).
+pub fn source_date_epoch() -> anyhow::Result<i64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not an integer")),
+        _ => Ok(0),
+    }
+}
+
+/// Masters `dir` into `output` atomically (temp file in the same directory, fsync, rename);
+/// the file is left mode 0644. Used by the CLI and the `iso` task.
+pub fn master_atomic(
+    dir: &Path,
+    output: &Path,
+    volid: &str,
+    md5: bool,
+    timestamp: i64,
+    progress: Option<&(dyn Fn(u64) + Sync)>,
+) -> anyhow::Result<MasterReport> {
+    master_to(dir, output, volid, md5, timestamp, progress, true)
+}
+
+/// Like [`master_atomic`]; with `durable = false` the temp file is renamed into place without
+/// fsync (what `xorriso`/`genisoimage` do; used by the benchmark to compare like with like).
+pub fn master_to(
+    dir: &Path,
+    output: &Path,
+    volid: &str,
+    md5: bool,
+    timestamp: i64,
+    progress: Option<&(dyn Fn(u64) + Sync)>,
+    durable: bool,
+) -> anyhow::Result<MasterReport> {
+    let opts = iso9660_writer::MasterOptions {
+        volume_id: volid.to_string(),
+        timestamp,
+        implant_md5: md5,
+        progress,
+    };
+    let ctx = || format!("cannot master {} into {}", dir.display(), output.display());
+    if durable {
+        let mut out = crate::fsutil::AtomicFile::create(output)?;
+        let report = iso9660_writer::master(dir, out.file(), &opts).with_context(ctx)?;
+        out.set_mode(0o644)?;
+        out.commit()?;
+        return Ok(report);
+    }
+    let parent = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".bctmp-")
+        .tempfile_in(parent)
+        .with_context(|| format!("cannot create a temp file in {}", parent.display()))?;
+    let report = iso9660_writer::master(dir, tmp.as_file_mut(), &opts).with_context(ctx)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644))?;
+    }
+    tmp.persist(output)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot rename into {}", output.display()))?;
+    Ok(report)
+}
+
+/// The text `checkisomd5 --verbose` prints (without the progress meter), then the verdict.
+pub fn check_text(iso: &Path, r: &CheckReport) -> String {
+    let mut s = String::new();
+    if r.status == CheckStatus::NotImplanted {
+        s.push_str(&format!(
+            "{}: no checksum information available, unable to verify media.\n",
+            iso.display()
+        ));
+        s.push_str("The media check is complete, the result is: NA.\n");
+        return s;
+    }
+    s.push_str(&format!(
+        "{}:   {}\n",
+        iso.display(),
+        r.expected_md5.as_deref().unwrap_or("")
+    ));
+    s.push_str(&format!(
+        "Fragment sums: {}\n",
+        r.fragment_sums.as_deref().unwrap_or("")
+    ));
+    s.push_str(&format!(
+        "Fragment count: {}\n",
+        r.fragment_count.unwrap_or(0)
+    ));
+    s.push_str(&format!(
+        "Supported ISO: {}\n",
+        if r.supported { "yes" } else { "no" }
+    ));
+    if let Some(c) = &r.computed_md5 {
+        s.push_str(&format!("Computed MD5: {c}\n"));
+    }
+    if let Some(f) = r.failed_fragment {
+        s.push_str(&format!("Fragment {f} does not match.\n"));
+    }
+    match r.status {
+        CheckStatus::Pass => s.push_str(
+            "\nThe media check is complete, the result is: PASS.\n\nIt is OK to use this media.\n",
+        ),
+        _ => s.push_str(
+            "\nThe media check is complete, the result is: FAIL.\n\nIt is not recommended to use this media.\n",
+        ),
+    }
+    s
+}
+
+fn open_reader(iso: &Path) -> anyhow::Result<IsoReader<fs::File>> {
+    let f = fs::File::open(iso).with_context(|| format!("cannot open {}", iso.display()))?;
+    IsoReader::open(f).with_context(|| format!("cannot read {}", iso.display()))
+}
+
+fn ls_line(e: &Entry) -> String {
+    let mode = e.mode.unwrap_or(match e.kind {
+        EntryKind::Dir => 0o040555,
+        EntryKind::Symlink(_) => 0o120777,
+        _ => 0o100444,
+    });
+    let t = match e.kind {
+        EntryKind::Dir => 'd',
+        EntryKind::Symlink(_) => 'l',
+        EntryKind::File => '-',
+        EntryKind::Other => '?',
+    };
+    let mut perms = String::with_capacity(9);
+    for (i, c) in "rwxrwxrwx".chars().enumerate() {
+        perms.push(if mode & (1 << (8 - i)) != 0 { c } else { '-' });
+    }
+    let mut line = format!("{t}{perms} {:>12} {}", e.size, e.path);
+    if let EntryKind::Symlink(target) = &e.kind {
+        line.push_str(" -> ");
+        line.push_str(target);
+    }
+    line
+}
+
+/// Checks that an ISO path is a plain relative path (no `..`, no absolute part) and returns its
+/// destination under `dest`.
+fn safe_join(dest: &Path, rel: &str) -> anyhow::Result<PathBuf> {
+    let p = Path::new(rel);
+    let mut out = dest.to_path_buf();
+    let mut n = 0;
+    for c in p.components() {
+        match c {
+            Component::Normal(x) => {
+                out.push(x);
+                n += 1;
+            }
+            _ => bail!("refusing to extract {rel:?}: path escapes the destination"),
+        }
+    }
+    if n == 0 {
+        bail!("refusing to extract an entry with an empty path");
+    }
+    Ok(out)
+}
+
+/// Refuses to write through a symlink: every existing ancestor of `path` below `dest` must be a
+/// real directory.
+fn check_parents(dest: &Path, path: &Path) -> anyhow::Result<()> {
+    let mut cur = path.parent();
+    while let Some(p) = cur {
+        if p == dest {
+            break;
+        }
+        if let Ok(m) = fs::symlink_metadata(p) {
+            if !m.is_dir() {
+                bail!(
+                    "refusing to extract {}: {} is not a directory",
+                    path.display(),
+                    p.display()
+                );
+            }
+        }
+        cur = p.parent();
+    }
+    Ok(())
+}
+
+/// Extracts every entry of `iso` under `dest` (created if missing); symlinks are created last
+/// and never followed; entries whose path would escape `dest` are refused. Returns the number of
+/// entries extracted.
+pub fn extract(iso: &Path, dest: &Path) -> anyhow::Result<usize> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut reader = open_reader(iso)?;
+    let entries = reader
+        .walk()
+        .with_context(|| format!("cannot list {}", iso.display()))?;
+    fs::create_dir_all(dest).with_context(|| format!("cannot create {}", dest.display()))?;
+    let mut dir_modes = Vec::new();
+    let mut links = Vec::new();
+    for e in &entries {
+        let path = safe_join(dest, &e.path)?;
+        check_parents(dest, &path)?;
+        match &e.kind {
+            EntryKind::Dir => {
+                match fs::symlink_metadata(&path) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => bail!(
+                        "refusing to extract {}: exists and is not a directory",
+                        path.display()
+                    ),
+                    Err(_) => fs::create_dir(&path)
+                        .with_context(|| format!("cannot create {}", path.display()))?,
+                }
+                dir_modes.push((path, e.mode.unwrap_or(0o755) & 0o7777));
+            }
+            EntryKind::File => {
+                let mut f = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .with_context(|| format!("cannot create {}", path.display()))?;
+                reader
+                    .read_file(e, &mut f)
+                    .with_context(|| format!("cannot extract {}", e.path))?;
+                let mode = e.mode.unwrap_or(0o644) & 0o7777;
+                fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+                    .with_context(|| format!("cannot chmod {}", path.display()))?;
+            }
+            EntryKind::Symlink(target) => links.push((path, target.clone())),
+            EntryKind::Other => {
+                eprintln!("skipping {} (special file)", e.path);
+            }
+        }
+    }
+    for (path, target) in links {
+        check_parents(dest, &path)?;
+        std::os::unix::fs::symlink(&target, &path)
+            .with_context(|| format!("cannot create symlink {}", path.display()))?;
+    }
+    for (path, mode) in dir_modes.into_iter().rev() {
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot chmod {}", path.display()))?;
+    }
+    Ok(entries.len())
 }

@@ -18,7 +18,7 @@ fn opts(prefix: &str, root: &str, constants: Constants) -> Options {
 }
 
 fn small_tree(root: &Path) {
-    synthetic::write_tree(root, 7, 3, 64).unwrap();
+    synthetic::write_tree(root, 7, 3, 64, false).unwrap();
 }
 
 /// Runs `nginx -t` on a complete nginx.conf whose server includes `files` (after `set` lines).
@@ -116,10 +116,16 @@ fn output_is_deterministic_and_sorted() {
     let b = tmp.path().join("b");
     small_tree(&a);
     // Same content in another directory (directory listing order differs on disk).
-    synthetic::write_tree(&b, 7, 3, 64).unwrap();
+    synthetic::write_tree(&b, 7, 3, 64, false).unwrap();
     let o = Options::metalk8s("1.0");
     let ga = generate(&a, &o).unwrap();
     assert_eq!(ga, generate(&a, &o).unwrap());
+    assert_eq!(ga, generate(&b, &o).unwrap());
+    // Files outside tag directories (docker-archive tarballs) and extra files in tag
+    // directories (signatures) change nothing.
+    std::fs::write(b.join("pause-3.9.tar"), b"tar").unwrap();
+    std::fs::write(b.join("group0/notes.txt"), b"x").unwrap();
+    std::fs::write(b.join("image1/1.0.0/signature-1"), b"sig").unwrap();
     assert_eq!(ga, generate(&b, &o).unwrap());
     // Names sorted: `group0/image0` … before `image1`.
     let names: Vec<&str> = ga
@@ -147,7 +153,7 @@ fn shape_of_one_image() {
         "3.5.15-0",
         manifest::OCI_MANIFEST,
         b"{}",
-        &[layer.clone()],
+        std::slice::from_ref(&layer),
     )
     .unwrap();
     let out = generate(&images, &Options::metalk8s("130.0.0-dev")).unwrap();
@@ -312,4 +318,68 @@ fn constants_only_does_not_read_the_tree() {
     .unwrap();
     assert!(out.contains("location = /v2/ {"));
     assert!(out.contains("NAME_UNKNOWN"));
+}
+
+#[test]
+fn cli_writes_the_same_bytes_atomically() {
+    use buildchain::registry_config::cli::{run, RegistryConfigArgs};
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("images");
+    small_tree(&images);
+    let out = tmp.path().join("out/metalk8s-registry.inc");
+    run(&RegistryConfigArgs {
+        images_dir: images.clone(),
+        name_prefix: "metalk8s-1.0".into(),
+        server_root: "$metalk8s_1_0_images".into(),
+        omit_constants: true,
+        only_constants: false,
+        output: Some(out.clone()),
+    })
+    .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        generate(&images, &Options::metalk8s("1.0")).unwrap()
+    );
+}
+
+/// The dev helper: `serve::prepare` writes a complete nginx.conf that real nginx runs, and the
+/// registry answers through it.
+#[test]
+fn serve_prepare_runs_with_real_nginx() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("images");
+    small_tree(&images);
+    let work = tmp.path().join("srv");
+    let port = testkit::free_port();
+    let conf = serve::prepare(&images, &work, &format!("127.0.0.1:{port}"), "dev/").unwrap();
+    let mut child = Command::new(testkit::nginx_bin())
+        .arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(&work)
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    testkit::wait_for_port(port, &mut child, "nginx");
+    let _guard = Kill(child);
+    let (s, _, body) = testkit::http_request(port, "GET", "/v2/dev/image1/tags/list", &[]);
+    assert_eq!(s, 200);
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        r#"{"name": "dev/image1", "tags": ["1.0.0", "1.1.0", "1.2.0"]}"#
+    );
+    let m = std::fs::read(images.join("image1/1.1.0/manifest.json")).unwrap();
+    let (s, h, body) = testkit::http_request(port, "GET", "/v2/dev/image1/manifests/1.1.0", &[]);
+    assert_eq!(s, 200);
+    assert_eq!(body, m);
+    assert!(h.contains(&(
+        "docker-content-digest".to_string(),
+        format!("sha256:{}", sha256_hex(&m))
+    )));
 }

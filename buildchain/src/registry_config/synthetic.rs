@@ -71,11 +71,18 @@ pub fn write_image(
 /// Writes `images` images × `tags` tags under `root`: names `group<i % 10>/image<i>` for every
 /// third image (names with `/`), else `image<i>`; even images Docker v2s2, odd images OCI; every
 /// manifest has a layer shared by all images, one shared by the tags of the image and one of its
-/// own (`layer_size` bytes each).
-pub fn write_tree(root: &Path, images: usize, tags: usize, layer_size: usize) -> Result<()> {
+/// own (`layer_size` bytes each). With `classic_compatible`, names are all flat and manifests all
+/// v2s2 (what the classic Python generator understands).
+pub fn write_tree(
+    root: &Path,
+    images: usize,
+    tags: usize,
+    layer_size: usize,
+    classic_compatible: bool,
+) -> Result<()> {
     let shared = blob(1, layer_size);
     for i in 0..images {
-        let name = if i % 3 == 0 {
+        let name = if i % 3 == 0 && !classic_compatible {
             format!("group{}/image{i}", i % 10)
         } else {
             format!("image{i}")

@@ -12,28 +12,18 @@
 //!
 //! Blobs are looked up by digest across the whole tree, so a blob stored once (deduplicated)
 //! and referenced by several images is served for all of them. Each served digest is mapped to
-//! exactly one file: one in a tag directory of the same image name when there is one, else the
-//! first in path order.
+//! exactly one file: one in a tag directory of the same image name when there is one (first tag
+//! in order), else the one in the first tag directory in (name, tag) order.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use super::grammar::{is_name, is_name_component, is_sha256_hex, is_tag};
 use super::manifest::{self, Descriptor, Manifest};
-
-/// A file of the tree, by path relative to the tree root (`/`-separated) and size.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct FileRef {
-    /// Path relative to the tree root.
-    pub rel: String,
-    /// Size in bytes.
-    pub size: u64,
-}
 
 /// One tag directory.
 #[derive(Clone, Debug)]
@@ -44,6 +34,10 @@ pub struct TagDir {
     pub digest: String,
     /// Parsed manifest.
     pub manifest: Manifest,
+    /// Hex digests of the `<hex>` files in the directory, with their sizes.
+    pub blobs: HashMap<String, u64>,
+    /// Hex digests of the `<hex>.manifest.json` files in the directory.
+    pub manifests: HashSet<String>,
 }
 
 /// The scanned tree (before resolution).
@@ -51,10 +45,26 @@ pub struct TagDir {
 pub struct Scan {
     /// name → tag → tag directory.
     pub images: BTreeMap<String, BTreeMap<String, TagDir>>,
-    /// digest hex → `<hex>` files (sorted).
-    pub blob_files: BTreeMap<String, Vec<FileRef>>,
-    /// digest hex → `<hex>.manifest.json` files (sorted).
-    pub manifest_files: BTreeMap<String, Vec<FileRef>>,
+}
+
+impl Scan {
+    /// digest hex → first tag directory (in name, tag order) holding `<hex>` (`manifests`:
+    /// `<hex>.manifest.json`): the fallback when an image's own directories do not hold it.
+    fn first_holders(&self, manifests: bool) -> HashMap<&str, &TagDir> {
+        let mut m = HashMap::new();
+        for t in self.images.values().flat_map(BTreeMap::values) {
+            if manifests {
+                for h in &t.manifests {
+                    m.entry(h.as_str()).or_insert(t);
+                }
+            } else {
+                for h in t.blobs.keys() {
+                    m.entry(h.as_str()).or_insert(t);
+                }
+            }
+        }
+        m
+    }
 }
 
 /// A manifest served by digest.
@@ -83,112 +93,33 @@ pub fn load(root: &Path) -> Result<BTreeMap<String, Repo>> {
     resolve(root, &scan)
 }
 
-/// Walks the tree: finds tag directories, validates names/tags, lists digest-named files and
-/// parses every `manifest.json`.
+/// Walks the tree once (each directory listed once; sequential: the walk is bound by cheap,
+/// warm-cache syscalls and a second thread measured slower on a shared machine): finds tag
+/// directories, validates names and tags, records digest-named files and parses every
+/// `manifest.json`.
 pub fn scan(root: &Path) -> Result<Scan> {
     let meta = fs::metadata(root)
         .with_context(|| format!("cannot read images directory {}", root.display()))?;
     if !meta.is_dir() {
         bail!("images directory {} is not a directory", root.display());
     }
-    let mut tag_dirs = Vec::new();
-    find_tag_dirs(root, &mut Vec::new(), &mut tag_dirs)?;
-
-    struct Listed {
-        name: String,
-        tag: String,
-        tag_dir: TagDir,
-        blobs: Vec<(String, FileRef)>,
-        manifests: Vec<(String, FileRef)>,
-    }
-    let listed: Vec<Listed> = tag_dirs
-        .par_iter()
-        .map(|comps: &Vec<String>| -> Result<Listed> {
-            let rel_dir = comps.join("/");
-            let dir = root.join(&rel_dir);
-            let (tag, name_comps) = comps.split_last().expect("tag dirs have ≥ 2 components");
-            let name = name_comps.join("/");
-            let mut blobs = Vec::new();
-            let mut manifests = Vec::new();
-            for entry in
-                fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?
-            {
-                let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
-                let fname = entry.file_name();
-                let Some(fname) = fname.to_str() else {
-                    continue;
-                };
-                let (hex, is_manifest) = match fname.strip_suffix(".manifest.json") {
-                    Some(h) => (h, true),
-                    None => (fname, false),
-                };
-                if !is_sha256_hex(hex) {
-                    continue; // manifest.json, version, signature-N, …
-                }
-                let path = entry.path();
-                let md = fs::metadata(&path)
-                    .with_context(|| format!("cannot stat {}", path.display()))?;
-                if !md.is_file() {
-                    bail!("{} is not a regular file", path.display());
-                }
-                let fr = FileRef {
-                    rel: format!("{rel_dir}/{fname}"),
-                    size: md.len(),
-                };
-                if is_manifest {
-                    manifests.push((hex.to_string(), fr));
-                } else {
-                    blobs.push((hex.to_string(), fr));
-                }
-            }
-            let mpath = dir.join("manifest.json");
-            let bytes =
-                fs::read(&mpath).with_context(|| format!("cannot read {}", mpath.display()))?;
-            let manifest = manifest::parse(&bytes)
-                .with_context(|| format!("{}: unusable manifest", mpath.display()))?;
-            Ok(Listed {
-                name,
-                tag: tag.clone(),
-                tag_dir: TagDir {
-                    rel_dir,
-                    digest: sha256_hex(&bytes),
-                    manifest,
-                },
-                blobs,
-                manifests,
-            })
-        })
-        .collect::<Result<_>>()?;
-
+    let found = walk(root, &[])?;
     let mut scan = Scan::default();
-    for l in listed {
-        scan.images
-            .entry(l.name)
-            .or_default()
-            .insert(l.tag, l.tag_dir);
-        for (h, f) in l.blobs {
-            scan.blob_files.entry(h).or_default().push(f);
-        }
-        for (h, f) in l.manifests {
-            scan.manifest_files.entry(h).or_default().push(f);
-        }
-    }
-    for v in scan
-        .blob_files
-        .values_mut()
-        .chain(scan.manifest_files.values_mut())
-    {
-        v.sort();
+    for (name, tag, t) in found {
+        scan.images.entry(name).or_default().insert(tag, t);
     }
     Ok(scan)
 }
 
-/// Recursively finds tag directories (holding `manifest.json`), validating every directory name
-/// on the way: name components against the OCI name grammar, tag directories against the tag
-/// grammar. Symbolic links are refused (the tree must be self-contained).
-fn find_tag_dirs(root: &Path, comps: &mut Vec<String>, out: &mut Vec<Vec<String>>) -> Result<()> {
+/// Lists the directory `comps` (relative to `root`). A directory holding `manifest.json` is a tag
+/// directory (its name must be a valid tag, its parents a valid repository name); any other
+/// directory must be a valid name component and is walked further. Symbolic links are refused
+/// (the tree must be self-contained).
+fn walk(root: &Path, comps: &[String]) -> Result<Vec<(String, String, TagDir)>> {
     let dir: PathBuf = comps.iter().fold(root.to_path_buf(), |p, c| p.join(c));
-    let mut entries = Vec::new();
+    let mut subdirs = Vec::new();
+    let mut files = Vec::new();
+    let mut has_manifest = false;
     for entry in fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
         let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
         let ft = entry
@@ -200,76 +131,157 @@ fn find_tag_dirs(root: &Path, comps: &mut Vec<String>, out: &mut Vec<Vec<String>
                 entry.path().display()
             );
         }
+        let fname = entry.file_name();
         if ft.is_dir() {
-            entries.push(entry.file_name());
+            subdirs.push(fname);
+        } else if fname == "manifest.json" {
+            has_manifest = ft.is_file();
+        } else if ft.is_file() {
+            files.push(entry);
         }
     }
-    entries.sort();
-    for os_name in entries {
-        let path = dir.join(&os_name);
-        let Some(c) = os_name.to_str() else {
-            bail!("{}: directory name is not valid UTF-8", path.display());
-        };
-        let is_tag_dir = fs::symlink_metadata(path.join("manifest.json")).is_ok();
-        if is_tag_dir {
-            if comps.is_empty() {
-                bail!(
-                    "{}: manifest.json directly under the images directory; expected \
-                     <name>/<tag>/manifest.json",
-                    path.display()
-                );
+    let Some(last) = comps.last() else {
+        // The root: every subdirectory is the first component of a name.
+        return walk_subdirs(root, comps, subdirs);
+    };
+    if !has_manifest {
+        if !is_name_component(last) {
+            bail!(
+                "{}: refusing image name component {last:?}: not valid in an OCI repository \
+                 name ([a-z0-9]+ separated by `.`, `_`, `__` or `-`)",
+                dir.display()
+            );
+        }
+        return walk_subdirs(root, comps, subdirs);
+    }
+    // A tag directory.
+    let (tag, name_comps) = comps.split_last().expect("non-empty");
+    if name_comps.is_empty() {
+        bail!(
+            "{}: manifest.json directly under the images directory; expected \
+             <name>/<tag>/manifest.json",
+            dir.display()
+        );
+    }
+    if !is_tag(tag) {
+        bail!(
+            "{}: refusing image tag {tag:?}: not a valid OCI tag \
+             ([A-Za-z0-9_][A-Za-z0-9._-]{{0,127}})",
+            dir.display()
+        );
+    }
+    let name = name_comps.join("/");
+    if !is_name(&name) {
+        bail!(
+            "{}: refusing image name {name:?}: longer than {} characters",
+            dir.display(),
+            super::grammar::MAX_NAME_LEN
+        );
+    }
+    if let Some(sub) = subdirs.first() {
+        bail!(
+            "{}: unexpected directory {sub:?} inside an image tag directory",
+            dir.display()
+        );
+    }
+    let mut blobs = HashMap::new();
+    let mut manifests = HashSet::new();
+    for entry in files {
+        let fname = entry.file_name();
+        let Some(f) = fname.to_str() else { continue };
+        match f.strip_suffix(".manifest.json") {
+            Some(h) if is_sha256_hex(h) => {
+                manifests.insert(h.to_string());
             }
-            if !is_tag(c) {
-                bail!(
-                    "{}: refusing image tag {c:?}: not a valid OCI tag \
-                     ([A-Za-z0-9_][A-Za-z0-9._-]{{0,127}})",
-                    path.display()
-                );
+            _ if is_sha256_hex(f) => {
+                // fstatat relative to the open directory: no path walk.
+                let size = entry
+                    .metadata()
+                    .with_context(|| format!("cannot stat {}", entry.path().display()))?
+                    .len();
+                blobs.insert(f.to_string(), size);
             }
-            let name = comps.join("/");
-            if !is_name(&name) {
-                bail!(
-                    "{}: refusing image name {name:?}: longer than {} characters",
-                    path.display(),
-                    super::grammar::MAX_NAME_LEN
-                );
-            }
-            let mut full = comps.clone();
-            full.push(c.to_string());
-            out.push(full);
-        } else {
-            if !is_name_component(c) {
-                bail!(
-                    "{}: refusing image name component {c:?}: not valid in an OCI repository \
-                     name ([a-z0-9]+ separated by `.`, `_`, `__` or `-`)",
-                    path.display()
-                );
-            }
-            comps.push(c.to_string());
-            find_tag_dirs(root, comps, out)?;
-            comps.pop();
+            _ => {} // version, signature-N, …
         }
     }
-    Ok(())
+    let mpath = dir.join("manifest.json");
+    let bytes = read_small(&mpath)?;
+    let manifest = manifest::parse(&bytes)
+        .with_context(|| format!("{}: unusable manifest", mpath.display()))?;
+    Ok(vec![(
+        name,
+        tag.clone(),
+        TagDir {
+            rel_dir: comps.join("/"),
+            digest: sha256_hex(&bytes),
+            manifest,
+            blobs,
+            manifests,
+        },
+    )])
+}
+
+fn walk_subdirs(
+    root: &Path,
+    comps: &[String],
+    subdirs: Vec<std::ffi::OsString>,
+) -> Result<Vec<(String, String, TagDir)>> {
+    let mut names = Vec::with_capacity(subdirs.len());
+    for s in subdirs {
+        match s.into_string() {
+            Ok(s) => names.push(s),
+            Err(s) => bail!(
+                "{}: directory name is not valid UTF-8",
+                comps
+                    .iter()
+                    .fold(root.to_path_buf(), |p, c| p.join(c))
+                    .join(s)
+                    .display()
+            ),
+        }
+    }
+    names.sort();
+    let nested: Vec<Vec<_>> = names
+        .iter()
+        .map(|n| {
+            let mut c = comps.to_vec();
+            c.push(n.clone());
+            walk(root, &c)
+        })
+        .collect::<Result<_>>()?;
+    Ok(nested.into_iter().flatten().collect())
 }
 
 /// Resolves, for each name, the manifests and blobs it serves (see the module doc).
 pub fn resolve(root: &Path, scan: &Scan) -> Result<BTreeMap<String, Repo>> {
-    // Child manifests, read once whatever the number of names referencing them.
+    // Child manifests (by file), read once whatever the number of names referencing them.
     let mut children: HashMap<String, Manifest> = HashMap::new();
+    // Fallback holders for digests not stored in an image's own directories (built on demand).
+    let mut blob_holders: Option<HashMap<&str, &TagDir>> = None;
+    let mut manifest_holders: Option<HashMap<&str, &TagDir>> = None;
     let mut out = BTreeMap::new();
     for (name, tags) in &scan.images {
-        let own_dirs: BTreeSet<&str> = tags.values().map(|t| t.rel_dir.as_str()).collect();
-        let pick = |files: &[FileRef]| -> FileRef {
-            files
-                .iter()
-                .find(|f| {
-                    f.rel
-                        .rsplit_once('/')
-                        .is_some_and(|(d, _)| own_dirs.contains(d))
-                })
-                .unwrap_or(&files[0])
-                .clone()
+        // The tag directory holding `<hex>` (`manifest`: `<hex>.manifest.json` preferred): one of
+        // this name's (first tag in order) if any, else the first in (name, tag) order.
+        let mut pick = |hex: &str, manifest: bool| -> Option<(String, Option<u64>)> {
+            if manifest {
+                if let Some(t) = tags.values().find(|t| t.manifests.contains(hex)) {
+                    return Some((format!("{}/{hex}.manifest.json", t.rel_dir), None));
+                }
+            }
+            if let Some(t) = tags.values().find(|t| t.blobs.contains_key(hex)) {
+                return Some((format!("{}/{hex}", t.rel_dir), Some(t.blobs[hex])));
+            }
+            if manifest {
+                let holders = manifest_holders.get_or_insert_with(|| scan.first_holders(true));
+                if let Some(t) = holders.get(hex) {
+                    return Some((format!("{}/{hex}.manifest.json", t.rel_dir), None));
+                }
+            }
+            let holders = blob_holders.get_or_insert_with(|| scan.first_holders(false));
+            holders
+                .get(hex)
+                .map(|t| (format!("{}/{hex}", t.rel_dir), Some(t.blobs[hex])))
         };
         let mut repo = Repo::default();
         // (manifest, where it came from) still to walk for blobs / children.
@@ -288,17 +300,17 @@ pub fn resolve(root: &Path, scan: &Scan) -> Result<BTreeMap<String, Repo>> {
                 });
             todo.push((t.manifest.clone(), format!("{name}:{tag}")));
         }
-        let mut depth_guard = 0usize;
+        let mut steps = 0usize;
         while let Some((m, origin)) = todo.pop() {
-            depth_guard += 1;
-            if depth_guard > 100_000 {
+            steps += 1;
+            if steps > 100_000 {
                 bail!("{name}: manifest graph too large or cyclic");
             }
             for d in &m.children {
                 if repo.manifests.contains_key(&d.hex) {
                     continue;
                 }
-                let files = candidates(scan, &d.hex).ok_or_else(|| {
+                let (rel, _) = pick(&d.hex, true).ok_or_else(|| {
                     anyhow!(
                         "{origin}: child manifest sha256:{} of the index is not stored in the \
                          tree (expected a `{}.manifest.json` or `{}` file next to an image's \
@@ -308,16 +320,15 @@ pub fn resolve(root: &Path, scan: &Scan) -> Result<BTreeMap<String, Repo>> {
                         d.hex
                     )
                 })?;
-                let f = pick(&files);
-                if !children.contains_key(&f.rel) {
-                    let child = load_child(root, &f, d, &origin)?;
-                    children.insert(f.rel.clone(), child);
+                if !children.contains_key(&rel) {
+                    let child = load_child(root, &rel, d, &origin)?;
+                    children.insert(rel.clone(), child);
                 }
-                let cm = &children[&f.rel];
+                let cm = &children[&rel];
                 repo.manifests.insert(
                     d.hex.clone(),
                     ServedManifest {
-                        rel: f.rel.clone(),
+                        rel,
                         media_type: cm.media_type,
                     },
                 );
@@ -327,20 +338,19 @@ pub fn resolve(root: &Path, scan: &Scan) -> Result<BTreeMap<String, Repo>> {
                 if repo.blobs.contains_key(&d.hex) {
                     continue;
                 }
-                match scan.blob_files.get(&d.hex) {
-                    Some(files) => {
-                        let f = pick(files);
-                        if f.size != d.size {
+                match pick(&d.hex, false) {
+                    Some((rel, size)) => {
+                        let size = size.unwrap_or(0);
+                        if size != d.size {
                             bail!(
-                                "{origin}: blob sha256:{} is {} bytes in {} but the manifest \
+                                "{origin}: blob sha256:{} is {size} bytes in {} but the manifest \
                                  says {}",
                                 d.hex,
-                                f.size,
-                                root.join(&f.rel).display(),
+                                root.join(&rel).display(),
                                 d.size
                             );
                         }
-                        repo.blobs.insert(d.hex.clone(), f.rel);
+                        repo.blobs.insert(d.hex.clone(), rel);
                     }
                     None if d.foreign => {}
                     None => bail!(
@@ -356,16 +366,8 @@ pub fn resolve(root: &Path, scan: &Scan) -> Result<BTreeMap<String, Repo>> {
     Ok(out)
 }
 
-/// All files that may hold the manifest `hex`: `<hex>.manifest.json` first, then `<hex>`.
-fn candidates(scan: &Scan, hex: &str) -> Option<Vec<FileRef>> {
-    scan.manifest_files
-        .get(hex)
-        .or_else(|| scan.blob_files.get(hex))
-        .cloned()
-}
-
-fn load_child(root: &Path, f: &FileRef, d: &Descriptor, origin: &str) -> Result<Manifest> {
-    let path = root.join(&f.rel);
+fn load_child(root: &Path, rel: &str, d: &Descriptor, origin: &str) -> Result<Manifest> {
+    let path = root.join(rel);
     let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let got = sha256_hex(&bytes);
     if got != d.hex {
@@ -384,6 +386,16 @@ fn load_child(root: &Path, f: &FileRef, d: &Descriptor, origin: &str) -> Result<
         );
     }
     manifest::parse(&bytes).with_context(|| format!("{}: unusable child manifest", path.display()))
+}
+
+/// Reads a (small) file without the `stat` `fs::read` does for its size hint.
+fn read_small(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::with_capacity(4096);
+    fs::File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut buf))
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(buf)
 }
 
 /// Lower-case hex sha256 of `bytes`.

@@ -26,6 +26,26 @@ pub enum SolutionCommand {
 
 /// Runs a `solution` sub-command; returns the process exit code.
 pub fn run(cmd: &SolutionCommand) -> anyhow::Result<u8> {
-    let _ = cmd;
-    anyhow::bail!("`solution` is not implemented yet")
+    match cmd {
+        SolutionCommand::Validate { iso, format } => {
+            let report = super::validate::validate_path(iso);
+            match format.as_str() {
+                "json" => print!("{}", report.to_json()),
+                "text" => print!("{}", report.to_text()),
+                other => anyhow::bail!("unknown --format {other:?} (text or json)"),
+            }
+            Ok(u8::from(report.errors() > 0))
+        }
+        SolutionCommand::Build {
+            dir,
+            version,
+            output,
+        } => {
+            let built = super::build::build_cli(dir, version.as_deref(), output)?;
+            for b in built {
+                println!("{}  {}", b.sha256, b.iso.display());
+            }
+            Ok(0)
+        }
+    }
 }

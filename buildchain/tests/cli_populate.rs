@@ -401,3 +401,31 @@ fn settings_come_from_flags_then_env_then_dotenv() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn solutions_task_builds_every_version_incrementally() {
+    let repo = Repo::new();
+    repo.run(&["solutions"]);
+    let out = repo.path().join("dist/solutions");
+    for v in ["1.0.0", "1.1.0"] {
+        let iso = out.join(format!("example-solution-{v}.iso"));
+        let check = Command::new(BIN)
+            .args(["solution", "validate"])
+            .arg(&iso)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{}",
+            String::from_utf8_lossy(&check.stdout)
+        );
+    }
+    let sums = Command::new("sha256sum")
+        .args(["-c", "SHA256SUM"])
+        .current_dir(&out)
+        .output()
+        .unwrap();
+    assert!(sums.status.success());
+    let again = repo.run(&["solutions"]);
+    assert!(lines_with(&again, "STARTED").is_empty());
+}

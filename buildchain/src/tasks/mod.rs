@@ -6,6 +6,7 @@ pub mod iso;
 pub mod packaging;
 pub mod populate;
 pub mod salt_tree;
+pub mod solutions;
 
 use std::path::Path;
 
@@ -22,6 +23,7 @@ pub fn build_graph(settings: &Settings) -> Result<Graph> {
     g.extend(packaging::tasks(settings).context("packaging")?)?;
     g.extend(populate::tasks(settings).context("populate_iso")?)?;
     g.extend(iso::tasks(settings).context("iso")?)?;
+    g.extend(solutions::tasks(settings).context("solutions")?)?;
     Ok(g)
 }
 

@@ -9,7 +9,8 @@
 //! - floor: `md5sum` over the finished ISO (single-core MD5).
 //!
 //! Every measured command runs as a child under `/usr/bin/time -f '%e %M'` (wall seconds, peak
-//! RSS KiB of the largest process). Prints medians and ratios. The tree is deleted at the end.
+//! RSS KiB of the largest process), after an untimed `sync` (so nobody pays for the previous
+//! command's write-back). Prints medians and ratios. The tree is deleted at the end.
 
 use std::fs;
 use std::io::Write;
@@ -61,7 +62,13 @@ pub fn run(args: &[String]) -> Result<()> {
         return child_master(&args[1..]);
     }
     let o = parse(args)?;
-    for t in ["xorriso", "implantisomd5", "sha256sum", "md5sum", "checkisomd5"] {
+    for t in [
+        "xorriso",
+        "implantisomd5",
+        "sha256sum",
+        "md5sum",
+        "checkisomd5",
+    ] {
         testkit::require_tool(t);
     }
     if !Path::new("/usr/bin/time").is_file() {
@@ -101,10 +108,11 @@ fn measure(base: &Path, src: &Path, o: &Opts) -> Result<()> {
     let mut classic = Vec::new();
     let mut floor = Vec::new();
     // Warm the page cache once (both tools read the same tree).
-    timed(Command::new("sh").arg("-c").arg(format!(
-        "cat $(find {} -type f) > /dev/null",
-        src.display()
-    )))?;
+    timed(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("cat $(find {} -type f) > /dev/null", src.display())),
+    )?;
     for i in 0..o.runs {
         let _ = fs::remove_file(&ours_iso);
         let m = timed(
@@ -113,7 +121,11 @@ fn measure(base: &Path, src: &Path, o: &Opts) -> Result<()> {
                 .arg(src)
                 .arg(&ours_iso),
         )?;
-        println!("run {i}: ours            {:7.2}s  {:6} MiB", m.0, m.1 / 1024);
+        println!(
+            "run {i}: ours            {:7.2}s  {:6} MiB",
+            m.0,
+            m.1 / 1024
+        );
         ours.push(m);
         let _ = fs::remove_file(&ours_iso);
         let m = timed(
@@ -123,7 +135,11 @@ fn measure(base: &Path, src: &Path, o: &Opts) -> Result<()> {
                 .arg(&ours_iso)
                 .arg("--durable"),
         )?;
-        println!("run {i}: ours (fsync)    {:7.2}s  {:6} MiB", m.0, m.1 / 1024);
+        println!(
+            "run {i}: ours (fsync)    {:7.2}s  {:6} MiB",
+            m.0,
+            m.1 / 1024
+        );
         ours_durable.push(m);
 
         let _ = fs::remove_file(&classic_iso);
@@ -136,11 +152,19 @@ fn measure(base: &Path, src: &Path, o: &Opts) -> Result<()> {
             src = src.display()
         );
         let m = timed(Command::new("sh").arg("-c").arg(&script))?;
-        println!("run {i}: classic         {:7.2}s  {:6} MiB", m.0, m.1 / 1024);
+        println!(
+            "run {i}: classic         {:7.2}s  {:6} MiB",
+            m.0,
+            m.1 / 1024
+        );
         classic.push(m);
 
         let m = timed(Command::new("md5sum").arg(&ours_iso))?;
-        println!("run {i}: md5sum (floor)  {:7.2}s  {:6} MiB", m.0, m.1 / 1024);
+        println!(
+            "run {i}: md5sum (floor)  {:7.2}s  {:6} MiB",
+            m.0,
+            m.1 / 1024
+        );
         floor.push(m);
     }
     // Sanity: both images pass checkisomd5, our SHA256SUM verifies.
@@ -160,7 +184,11 @@ fn measure(base: &Path, src: &Path, o: &Opts) -> Result<()> {
     let peak = |v: &[(f64, u64)]| v.iter().map(|x| x.1).max().unwrap_or(0);
     let (mo, md, mc, mf) = (med(&ours), med(&ours_durable), med(&classic), med(&floor));
     println!();
-    println!("ISO sizes: ours {} bytes, xorriso {} bytes", size(&ours_iso), size(&classic_iso));
+    println!(
+        "ISO sizes: ours {} bytes, xorriso {} bytes",
+        size(&ours_iso),
+        size(&classic_iso)
+    );
     println!("median of {} runs (wall) / peak RSS:", o.runs);
     println!(
         "  ours master --md5 + SHA256SUM        {mo:7.2}s  {:6} MiB",
@@ -178,13 +206,23 @@ fn measure(base: &Path, src: &Path, o: &Opts) -> Result<()> {
         "  md5sum over the ISO (floor)          {mf:7.2}s  {:6} MiB",
         peak(&floor) / 1024
     );
-    println!("speed-up vs classic: {:.2}× (durable: {:.2}×)", mc / mo, mc / md);
-    println!("ours / md5sum floor: {:.2}× (durable: {:.2}×)", mo / mf, md / mf);
+    println!(
+        "speed-up vs classic: {:.2}× (durable: {:.2}×)",
+        mc / mo,
+        mc / md
+    );
+    println!(
+        "ours / md5sum floor: {:.2}× (durable: {:.2}×)",
+        mo / mf,
+        md / mf
+    );
     Ok(())
 }
 
-/// Runs a command under `/usr/bin/time`, returning (wall seconds, peak RSS KiB).
+/// Runs a command under `/usr/bin/time`, returning (wall seconds, peak RSS KiB). A `sync`
+/// (not timed) runs first, so no command pays for the write-back of the previous one's output.
 fn timed(cmd: &mut Command) -> Result<(f64, u64)> {
+    let _ = Command::new("sync").status();
     let tmp = std::env::temp_dir().join(format!("bc-bench-time-{}", std::process::id()));
     let mut t = Command::new("/usr/bin/time");
     t.arg("-f").arg("%e %M").arg("-o").arg(&tmp);

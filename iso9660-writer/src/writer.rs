@@ -1036,20 +1036,24 @@ impl Trace {
     }
 }
 
-/// SHA-256 of the first `len` bytes of `f`, reading on a helper thread (double buffering).
+/// SHA-256 of the first `len` bytes of `f`, reading on a helper thread (double buffering,
+/// page-aligned buffers).
 fn sha256_of(f: &mut File, len: u64) -> Result<String> {
     use std::os::unix::fs::FileExt;
-    let (tx, rx) = mpsc::sync_channel::<std::io::Result<Vec<u8>>>(4);
-    let (ret_tx, ret_rx) = mpsc::channel::<Vec<u8>>();
+    let (tx, rx) = mpsc::sync_channel::<std::io::Result<Buf>>(4);
+    let (ret_tx, ret_rx) = mpsc::channel::<Buf>();
     let file = &*f;
     std::thread::scope(|s| {
         s.spawn(move || {
             let mut pos = 0u64;
             while pos < len {
-                let mut buf = ret_rx.try_recv().unwrap_or_else(|_| vec![0u8; 2 * IO_BUF]);
-                let n = ((len - pos) as usize).min(buf.len());
-                buf.truncate(n);
-                let r = file.read_exact_at(&mut buf, pos).map(|_| buf);
+                let mut buf = ret_rx.try_recv().unwrap_or_else(|_| Buf::new());
+                let n = ((len - pos) as usize).min(IO_BUF);
+                buf.len = 0;
+                let r = file.read_exact_at(&mut buf.spare()[..n], pos).map(|_| {
+                    buf.len = n;
+                    buf
+                });
                 let failed = r.is_err();
                 if tx.send(r).is_err() || failed {
                     return;
@@ -1064,55 +1068,76 @@ fn sha256_of(f: &mut File, len: u64) -> Result<String> {
                 .recv()
                 .map_err(|_| Error::Source("reader thread stopped".into()))?
                 .map_err(|e| Error::io("re-read image for SHA-256", e))?;
-            h.update(&buf);
-            got += buf.len() as u64;
-            let mut buf = buf;
-            buf.resize(2 * IO_BUF, 0);
+            h.update(buf.data());
+            got += buf.len as u64;
             let _ = ret_tx.send(buf);
         }
         Ok(hex::encode(h.finalize()))
     })
 }
 
+/// A page-aligned I/O buffer of `IO_BUF` bytes (page-aligned user buffers make the kernel's
+/// copies into and out of the page cache several times cheaper).
+struct Buf {
+    raw: Vec<u8>,
+    off: usize,
+    len: usize,
+}
+
+impl Buf {
+    fn new() -> Self {
+        let raw = vec![0u8; IO_BUF + 4096];
+        let off = (4096 - raw.as_ptr() as usize % 4096) % 4096;
+        Buf { raw, off, len: 0 }
+    }
+    fn data(&self) -> &[u8] {
+        &self.raw[self.off..self.off + self.len]
+    }
+    fn room(&self) -> usize {
+        IO_BUF - self.len
+    }
+    fn spare(&mut self) -> &mut [u8] {
+        &mut self.raw[self.off + self.len..self.off + IO_BUF]
+    }
+}
+
+/// Buffers in flight between the writing thread and the MD5 thread.
+const POOL: usize = 8;
+
 /// Writes the image sequentially, feeding the isomd5sum computation (on its own thread) or the
 /// SHA-256 (when no implant is requested).
 struct Sink<'a, 'o> {
     out: &'o mut File,
     pos: u64,
-    buf: Vec<u8>,
+    buf: Buf,
     progress: Option<&'a (dyn Fn(u64) + Sync)>,
-    md5_tx: Option<mpsc::SyncSender<Vec<u8>>>,
-    recycle: Option<mpsc::Receiver<Vec<u8>>>,
+    md5_tx: Option<mpsc::SyncSender<Buf>>,
+    recycle: Option<mpsc::Receiver<Buf>>,
     md5_thread: Option<std::thread::JoinHandle<(String, String)>>,
     sha: Option<Sha256>,
     allocated: usize,
-    spare: Vec<u8>,
 }
-
-/// Buffers in flight between the writing thread and the MD5 thread.
-const POOL: usize = 8;
 
 impl<'a, 'o> Sink<'a, 'o> {
     fn new(out: &'o mut File, opts: &MasterOptions<'a>, total: u64) -> Self {
         let mut s = Sink {
             out,
             pos: 0,
-            buf: Vec::with_capacity(IO_BUF),
+            buf: Buf::new(),
             progress: opts.progress,
             md5_tx: None,
             recycle: None,
             md5_thread: None,
             sha: None,
             allocated: 1,
-            spare: Vec::with_capacity(IO_BUF),
         };
         if opts.implant_md5 {
-            let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(POOL);
-            let (rtx, rrx) = mpsc::channel::<Vec<u8>>();
+            let (tx, rx) = mpsc::sync_channel::<Buf>(POOL);
+            let (rtx, rrx) = mpsc::channel::<Buf>();
             s.md5_thread = Some(std::thread::spawn(move || {
                 let mut h = Md5Implanter::new(total);
                 for b in rx {
-                    h.update(&b);
+                    h.update(b.data());
                     let _ = rtx.send(b);
                 }
                 h.finish()
@@ -1127,47 +1152,47 @@ impl<'a, 'o> Sink<'a, 'o> {
 
     /// Logical position (bytes accepted so far).
     fn offset(&self) -> u64 {
-        self.pos + self.buf.len() as u64
+        self.pos + self.buf.len as u64
     }
 
     /// A buffer from the pool (buffers come back from the MD5 thread once hashed); at most
     /// `POOL` buffers exist, so memory stays bounded whatever the image size.
-    fn fresh_buf(&mut self) -> Vec<u8> {
+    fn fresh_buf(&mut self) -> Buf {
         let Some(r) = self.recycle.as_ref() else {
-            let mut b = std::mem::take(&mut self.spare);
-            b.clear();
-            return b;
+            return Buf::new();
         };
         let mut b = match r.try_recv() {
             Ok(b) => b,
             Err(_) if self.allocated < POOL => {
                 self.allocated += 1;
-                Vec::with_capacity(IO_BUF)
+                Buf::new()
             }
-            Err(_) => r.recv().unwrap_or_else(|_| Vec::with_capacity(IO_BUF)),
+            Err(_) => r.recv().unwrap_or_else(|_| Buf::new()),
         };
-        b.clear();
+        b.len = 0;
         b
     }
 
     fn flush_buf(&mut self) -> Result<()> {
-        if self.buf.is_empty() {
+        if self.buf.len == 0 {
             return Ok(());
         }
         self.out
-            .write_all(&self.buf)
+            .write_all(self.buf.data())
             .map_err(|e| Error::io("write image", e))?;
-        self.pos += self.buf.len() as u64;
+        self.pos += self.buf.len as u64;
         if let Some(sha) = &mut self.sha {
-            sha.update(&self.buf);
+            sha.update(self.buf.data());
         }
-        let next = self.fresh_buf();
-        let full = std::mem::replace(&mut self.buf, next);
-        if let Some(tx) = &self.md5_tx {
-            tx.send(full)
-                .map_err(|_| Error::Md5("MD5 thread stopped".into()))?;
+        if self.md5_tx.is_some() {
+            let next = self.fresh_buf();
+            let full = std::mem::replace(&mut self.buf, next);
+            if let Some(tx) = &self.md5_tx {
+                tx.send(full)
+                    .map_err(|_| Error::Md5("MD5 thread stopped".into()))?;
+            }
         } else {
-            self.spare = full;
+            self.buf.len = 0;
         }
         if let Some(p) = self.progress {
             p(self.pos);
@@ -1177,11 +1202,11 @@ impl<'a, 'o> Sink<'a, 'o> {
 
     fn write(&mut self, mut data: &[u8]) -> Result<()> {
         while !data.is_empty() {
-            let room = IO_BUF - self.buf.len();
-            let n = room.min(data.len());
-            self.buf.extend_from_slice(&data[..n]);
+            let n = self.buf.room().min(data.len());
+            self.buf.spare()[..n].copy_from_slice(&data[..n]);
+            self.buf.len += n;
             data = &data[n..];
-            if self.buf.len() == IO_BUF {
+            if self.buf.room() == 0 {
                 self.flush_buf()?;
             }
         }
@@ -1189,11 +1214,14 @@ impl<'a, 'o> Sink<'a, 'o> {
     }
 
     fn zeros(&mut self, mut n: u64) -> Result<()> {
-        let z = vec![0u8; SECTOR * 16];
         while n > 0 {
-            let k = n.min(z.len() as u64) as usize;
-            self.write(&z[..k])?;
+            let k = (self.buf.room() as u64).min(n) as usize;
+            self.buf.spare()[..k].fill(0);
+            self.buf.len += k;
             n -= k as u64;
+            if self.buf.room() == 0 {
+                self.flush_buf()?;
+            }
         }
         Ok(())
     }
@@ -1203,27 +1231,21 @@ impl<'a, 'o> Sink<'a, 'o> {
         let mut f = File::open(path).map_err(io_ctx("open", path))?;
         let mut left = size;
         while left > 0 {
-            if self.buf.len() == IO_BUF {
+            if self.buf.room() == 0 {
                 self.flush_buf()?;
             }
-            let room = (IO_BUF - self.buf.len()) as u64;
-            let want = room.min(left) as usize;
-            let start = self.buf.len();
-            self.buf.resize(start + want, 0);
-            let mut got = 0;
-            while got < want {
-                let n = f
-                    .read(&mut self.buf[start + got..start + want])
-                    .map_err(io_ctx("read", path))?;
-                if n == 0 {
-                    return Err(Error::Source(format!(
-                        "{}: file shrank while mastering (expected {size} bytes)",
-                        path.display()
-                    )));
-                }
-                got += n;
+            let want = (self.buf.room() as u64).min(left) as usize;
+            let n = f
+                .read(&mut self.buf.spare()[..want])
+                .map_err(io_ctx("read", path))?;
+            if n == 0 {
+                return Err(Error::Source(format!(
+                    "{}: file shrank while mastering (expected {size} bytes)",
+                    path.display()
+                )));
             }
-            left -= want as u64;
+            self.buf.len += n;
+            left -= n as u64;
         }
         let mut probe = [0u8; 1];
         if f.read(&mut probe).map_err(io_ctx("read", path))? != 0 {

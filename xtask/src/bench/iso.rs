@@ -9,7 +9,8 @@
 //! - floor: `md5sum` over the finished ISO (single-core MD5).
 //!
 //! Every measured command runs as a child under `/usr/bin/time -f '%e %M'` (wall seconds, peak
-//! RSS KiB of the largest process). Prints medians and ratios. The tree is deleted at the end.
+//! RSS KiB of the largest process), after an untimed `sync` (so nobody pays for the previous
+//! command's write-back). Prints medians and ratios. The tree is deleted at the end.
 
 use std::fs;
 use std::io::Write;
@@ -218,8 +219,10 @@ fn measure(base: &Path, src: &Path, o: &Opts) -> Result<()> {
     Ok(())
 }
 
-/// Runs a command under `/usr/bin/time`, returning (wall seconds, peak RSS KiB).
+/// Runs a command under `/usr/bin/time`, returning (wall seconds, peak RSS KiB). A `sync`
+/// (not timed) runs first, so no command pays for the write-back of the previous one's output.
 fn timed(cmd: &mut Command) -> Result<(f64, u64)> {
+    let _ = Command::new("sync").status();
     let tmp = std::env::temp_dir().join(format!("bc-bench-time-{}", std::process::id()));
     let mut t = Command::new("/usr/bin/time");
     t.arg("-f").arg("%e %M").arg("-o").arg(&tmp);

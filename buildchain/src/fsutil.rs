@@ -75,11 +75,18 @@ impl AtomicFile {
             .with_context(|| format!("cannot chmod temp file for {}", self.dest.display()))
     }
     /// Flushes, fsyncs and renames into place.
-    pub fn commit(mut self) -> Result<()> {
-        self.tmp
-            .as_file_mut()
-            .sync_all()
-            .with_context(|| format!("cannot fsync {}", self.dest.display()))?;
+    pub fn commit(self) -> Result<()> {
+        self.commit_with(true)
+    }
+    /// Renames into place, after an fsync when `durable` (without it, a power loss may leave an
+    /// empty file; a crashed process still never leaves a partial one).
+    pub fn commit_with(mut self, durable: bool) -> Result<()> {
+        if durable {
+            self.tmp
+                .as_file_mut()
+                .sync_all()
+                .with_context(|| format!("cannot fsync {}", self.dest.display()))?;
+        }
         let dest = self.dest.clone();
         self.tmp
             .persist(&dest)

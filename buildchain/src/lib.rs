@@ -15,6 +15,7 @@ pub mod config;
 pub mod engine;
 pub mod fsutil;
 pub mod images;
+pub mod isofile;
 pub mod packaging;
 pub mod product;
 pub mod registry_config;

@@ -85,7 +85,7 @@ use std::fs;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context};
-use iso9660_writer::{CheckReport, CheckStatus, Entry, EntryKind, IsoReader, MasterReport};
+use iso9660_writer::{CheckReport, CheckStatus, Entry, EntryKind, IsoReader};
 
 /// `SOURCE_DATE_EPOCH` from the environment, else 0 (a fixed epoch keeps images reproducible).
 pub fn source_date_epoch() -> anyhow::Result<i64> {
@@ -98,63 +98,7 @@ pub fn source_date_epoch() -> anyhow::Result<i64> {
     }
 }
 
-/// Masters `dir` into `output` atomically (temp file in the same directory, fsync, rename);
-/// the file is left mode 0644. Used by the CLI and the `iso` task.
-pub fn master_atomic(
-    dir: &Path,
-    output: &Path,
-    volid: &str,
-    md5: bool,
-    timestamp: i64,
-    progress: Option<&(dyn Fn(u64) + Sync)>,
-) -> anyhow::Result<MasterReport> {
-    master_to(dir, output, volid, md5, timestamp, progress, true)
-}
-
-/// Like [`master_atomic`]; with `durable = false` the temp file is renamed into place without
-/// fsync (what `xorriso`/`genisoimage` do; used by the benchmark to compare like with like).
-pub fn master_to(
-    dir: &Path,
-    output: &Path,
-    volid: &str,
-    md5: bool,
-    timestamp: i64,
-    progress: Option<&(dyn Fn(u64) + Sync)>,
-    durable: bool,
-) -> anyhow::Result<MasterReport> {
-    let opts = iso9660_writer::MasterOptions {
-        volume_id: volid.to_string(),
-        timestamp,
-        implant_md5: md5,
-        progress,
-    };
-    let ctx = || format!("cannot master {} into {}", dir.display(), output.display());
-    if durable {
-        let mut out = crate::fsutil::AtomicFile::create(output)?;
-        let report = iso9660_writer::master(dir, out.file(), &opts).with_context(ctx)?;
-        out.set_mode(0o644)?;
-        out.commit()?;
-        return Ok(report);
-    }
-    let parent = output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".bctmp-")
-        .tempfile_in(parent)
-        .with_context(|| format!("cannot create a temp file in {}", parent.display()))?;
-    let report = iso9660_writer::master(dir, tmp.as_file_mut(), &opts).with_context(ctx)?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644))?;
-    }
-    tmp.persist(output)
-        .map_err(|e| e.error)
-        .with_context(|| format!("cannot rename into {}", output.display()))?;
-    Ok(report)
-}
+pub use crate::isofile::{master_atomic, master_to};
 
 /// The text `checkisomd5 --verbose` prints (without the progress meter), then the verdict.
 pub fn check_text(iso: &Path, r: &CheckReport) -> String {

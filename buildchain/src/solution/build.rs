@@ -298,17 +298,14 @@ pub fn build_version(
         );
     }
     let iso = outdir.join(format!("{}-{version}.iso", def.name));
-    let mut out = fsutil::AtomicFile::create(&iso)?;
-    let opts = iso9660_writer::MasterOptions {
-        volume_id: def.volume_id(version),
-        timestamp: info.epoch as i64,
-        implant_md5: true,
-        progress: None,
-    };
-    let rep = iso9660_writer::master(&root, out.file(), &opts)
-        .map_err(|e| anyhow::anyhow!("cannot master {}: {e}", iso.display()))?;
-    out.set_mode(0o644)?;
-    out.commit()?;
+    let rep = crate::isofile::master_atomic(
+        &root,
+        &iso,
+        &def.volume_id(version),
+        true,
+        info.epoch as i64,
+        None,
+    )?;
     update_sha256sum(outdir, &iso, &rep.sha256_hex)?;
     Ok(Built {
         iso,

@@ -5,7 +5,7 @@
 //! volume id / timestamp: with nothing changed, nothing is re-mastered (the classic pipeline
 //! re-ran mkisofs, implantisomd5 and sha256sum over the whole image on every build).
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::config::Settings;
 use crate::engine::Task;
@@ -43,17 +43,8 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
                 let prev = last.swap(done, std::sync::atomic::Ordering::Relaxed);
                 bar.inc(done.saturating_sub(prev));
             };
-            let opts = iso9660_writer::MasterOptions {
-                volume_id: v.clone(),
-                timestamp,
-                implant_md5: true,
-                progress: Some(&on_progress),
-            };
-            let mut out = crate::fsutil::AtomicFile::create(&i)?;
-            let report = iso9660_writer::master(&root, out.file(), &opts)
-                .with_context(|| format!("cannot master {}", root.display()))?;
-            out.set_mode(0o644)?;
-            out.commit()?;
+            let report =
+                crate::isofile::master_atomic(&root, &i, &v, true, timestamp, Some(&on_progress))?;
             bar.finish();
             ctx.record_digest(&i, &report.sha256_hex);
             let name = i

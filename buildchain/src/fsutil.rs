@@ -24,19 +24,22 @@ fn temp_dir_for(dest: &Path) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// Deletes leftover temp files (see [`TEMP_PREFIX`]) under `root`; returns how many.
+/// Deletes leftover temp files and directories (see [`TEMP_PREFIX`]) under `root`; returns how
+/// many entries were removed.
 pub fn sweep_temp_files(root: &Path) -> usize {
     let mut n = 0;
-    for e in walkdir::WalkDir::new(root)
-        .into_iter()
-        .filter_map(|e| e.ok())
-    {
-        if e.file_type().is_file()
-            && e.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
-            && fs::remove_file(e.path()).is_ok()
-        {
-            n += 1;
+    let mut walk = walkdir::WalkDir::new(root).into_iter();
+    while let Some(Ok(e)) = walk.next() {
+        if !e.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            continue;
         }
+        let removed = if e.file_type().is_dir() {
+            walk.skip_current_dir();
+            fs::remove_dir_all(e.path()).is_ok()
+        } else {
+            fs::remove_file(e.path()).is_ok()
+        };
+        n += usize::from(removed);
     }
     n
 }
@@ -214,4 +217,35 @@ pub fn remove_file_and_empty_parents(path: &Path, stop: &Path) -> Result<()> {
         dir = d.parent();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_removes_only_temp_debris() {
+        let d = tempfile::tempdir().unwrap();
+        let keep = d.path().join("a/keep.txt");
+        write_atomic(&keep, b"x").unwrap();
+        fs::write(d.path().join("a/.bctmp-123"), b"partial").unwrap();
+        fs::create_dir_all(d.path().join(".bctmp-sol.root.x/root/images")).unwrap();
+        fs::write(d.path().join(".bctmp-sol.root.x/root/images/f"), b"y").unwrap();
+        assert_eq!(sweep_temp_files(d.path()), 2);
+        assert!(keep.exists());
+        assert_eq!(fs::read_dir(d.path().join("a")).unwrap().count(), 1);
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn write_if_changed_keeps_mtime_of_identical_content() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        assert!(write_if_changed(&p, b"same", Some(0o644)).unwrap());
+        let m = fs::metadata(&p).unwrap().modified().unwrap();
+        assert!(!write_if_changed(&p, b"same", Some(0o644)).unwrap());
+        assert_eq!(fs::metadata(&p).unwrap().modified().unwrap(), m);
+        assert!(write_if_changed(&p, b"same", Some(0o755)).unwrap());
+        assert!(write_if_changed(&p, b"other", None).unwrap());
+    }
 }

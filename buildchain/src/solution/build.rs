@@ -281,7 +281,11 @@ pub fn build_version(
     std::fs::create_dir_all(outdir)
         .with_context(|| format!("cannot create {}", outdir.display()))?;
     let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{}-{version}.root.", def.name))
+        .prefix(&format!(
+            "{}{}-{version}.root.",
+            fsutil::TEMP_PREFIX,
+            def.name
+        ))
         .tempdir_in(outdir)
         .with_context(|| format!("cannot create a temp dir in {}", outdir.display()))?;
     let root = tmp.path().join("root");

@@ -89,13 +89,7 @@ use iso9660_writer::{CheckReport, CheckStatus, Entry, EntryKind, IsoReader};
 
 /// `SOURCE_DATE_EPOCH` from the environment, else 0 (a fixed epoch keeps images reproducible).
 pub fn source_date_epoch() -> anyhow::Result<i64> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse()
-            .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not an integer")),
-        _ => Ok(0),
-    }
+    Ok(crate::config::source_date_epoch_from_env()?.unwrap_or(0) as i64)
 }
 
 pub use crate::isofile::{master_atomic, master_to};

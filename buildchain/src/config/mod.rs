@@ -63,6 +63,27 @@ pub const SETTING_NAMES: &[&str] = &[
     "BUILDCHAIN_STORE",
 ];
 
+/// Parses a `SOURCE_DATE_EPOCH` value: empty (or blank) means unset; anything else must be a
+/// number of seconds.
+pub fn parse_source_date_epoch(value: &str) -> Result<Option<u64>> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    v.parse::<u64>()
+        .map(Some)
+        .with_context(|| format!("SOURCE_DATE_EPOCH must be a number of seconds, found {value:?}"))
+}
+
+/// `SOURCE_DATE_EPOCH` from the process environment (for the standalone verbs, which have no
+/// repository settings).
+pub fn source_date_epoch_from_env() -> Result<Option<u64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => parse_source_date_epoch(&v),
+        Err(_) => Ok(None),
+    }
+}
+
 impl Settings {
     /// Lower-cased project name (`metalk8s`).
     pub fn project_lower(&self) -> String {
@@ -132,11 +153,8 @@ impl Settings {
             })
             .unwrap_or_else(|| repo_root.join("_build"));
         let source_date_epoch = match raw.get("SOURCE_DATE_EPOCH") {
+            Some(s) => parse_source_date_epoch(s)?,
             None => None,
-            Some(s) if s.is_empty() => None,
-            Some(s) => Some(s.parse::<u64>().with_context(|| {
-                format!("SOURCE_DATE_EPOCH must be a number of seconds, found {s:?}")
-            })?),
         };
         let profile = match raw.get("BUILDCHAIN_PROFILE").map(String::as_str) {
             None | Some("") | Some("default") => Profile::Default,
@@ -162,5 +180,24 @@ impl Settings {
             store_root,
             raw,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_source_date_epoch as p;
+
+    #[test]
+    fn source_date_epoch_values() {
+        assert_eq!(p("1700000000").unwrap(), Some(1_700_000_000));
+        assert_eq!(p(" 42 ").unwrap(), Some(42));
+        assert_eq!(p("").unwrap(), None);
+        assert_eq!(p("  ").unwrap(), None);
+        let e = p("yesterday").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("SOURCE_DATE_EPOCH must be a number of seconds"),
+            "{e}"
+        );
     }
 }

@@ -48,14 +48,11 @@ pub struct RepodataArgs {
 
 /// Runs `packaging repodata`: writes `DIR/repodata/` like `createrepo_c --no-database`.
 pub fn repodata(args: &RepodataArgs) -> Result<()> {
-    let revision = args
-        .revision
-        .or_else(|| {
-            std::env::var("SOURCE_DATE_EPOCH")
-                .ok()
-                .and_then(|s| s.parse().ok())
-        })
-        .unwrap_or(u64::from(super::build::DEFAULT_SOURCE_DATE));
+    let revision = match args.revision {
+        Some(r) => r,
+        None => crate::config::source_date_epoch_from_env()?
+            .unwrap_or(u64::from(super::build::DEFAULT_SOURCE_DATE)),
+    };
     let out = super::repodata::write_repodata(
         &args.dir,
         &super::repodata::RepodataOptions {

@@ -49,11 +49,9 @@ impl BuildInfo {
                 .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
                 .filter(|s| !s.is_empty())
         };
-        let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-            Ok(s) if !s.is_empty() => s.parse::<u64>().with_context(|| {
-                format!("SOURCE_DATE_EPOCH must be a number of seconds, found {s:?}")
-            })?,
-            _ => git(&["log", "-1", "--format=%ct"])
+        let epoch = match crate::config::source_date_epoch_from_env()? {
+            Some(e) => e,
+            None => git(&["log", "-1", "--format=%ct"])
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0),
         };

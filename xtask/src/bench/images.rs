@@ -49,12 +49,7 @@ fn parse(args: &[String]) -> Result<Opts> {
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut num = |name: &str| -> Result<usize> {
-            it.next()
-                .with_context(|| format!("{name} needs a value"))?
-                .parse()
-                .with_context(|| format!("{name} needs a number"))
-        };
+        let mut num = |name: &str| super::option_value::<usize>(&mut it, name);
         match a.as_str() {
             "--runs" => o.runs = num(a)?.max(1),
             "--bases" => o.bases = num(a)?.max(1),

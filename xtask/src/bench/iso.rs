@@ -37,12 +37,7 @@ fn parse(args: &[String]) -> Result<Opts> {
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut num = |name: &str| -> Result<usize> {
-            it.next()
-                .with_context(|| format!("{name} needs a value"))?
-                .parse()
-                .with_context(|| format!("{name} needs an integer"))
-        };
+        let mut num = |name: &str| super::option_value::<usize>(&mut it, name);
         match a.as_str() {
             "--blobs" => o.blobs = num("--blobs")?,
             "--blob-mib" => o.blob_mib = num("--blob-mib")?,

@@ -8,6 +8,18 @@ mod solution;
 
 use std::process::ExitCode;
 
+/// The value following option `name` in `it`, parsed (`--runs 3`).
+pub fn option_value<T: std::str::FromStr>(
+    it: &mut std::slice::Iter<'_, String>,
+    name: &str,
+) -> anyhow::Result<T> {
+    let v = it
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{name} needs a value"))?;
+    v.parse()
+        .map_err(|_| anyhow::anyhow!("{name} needs a number, found {v:?}"))
+}
+
 /// Dispatches `cargo xtask bench <name> [args…]`.
 pub fn main(args: &[String]) -> ExitCode {
     let Some(name) = args.first() else {

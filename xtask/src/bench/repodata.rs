@@ -26,8 +26,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--count" => count = it.next().context("--count N")?.parse()?,
-            "--runs" => runs = it.next().context("--runs R")?.parse()?,
+            "--count" => count = super::option_value(&mut it, a)?,
+            "--runs" => runs = super::option_value(&mut it, a)?,
             "--keep" => keep = true,
             other => bail!("unknown option {other:?} (use --count N --runs R --keep)"),
         }

@@ -225,8 +225,8 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--size-mib" => size_mib = it.next().context("--size-mib N")?.parse()?,
-            "--runs" => runs = it.next().context("--runs N")?.parse()?,
+            "--size-mib" => size_mib = super::option_value(&mut it, a)?,
+            "--runs" => runs = super::option_value(&mut it, a)?,
             other => bail!("unknown option {other:?} (--size-mib N, --runs N)"),
         }
     }

@@ -280,24 +280,24 @@ impl Builder {
                     }
                 } else if ft.is_file() {
                     let key = (m.dev(), m.ino());
-                    let d = if m.nlink() > 1 {
-                        *inodes.entry(key).or_insert_with(|| {
+                    // Hard links (same inode) share one data record; only multiply-linked
+                    // inodes need remembering.
+                    let linked = m.nlink() > 1;
+                    let d = match inodes.get(&key) {
+                        Some(&d) if linked => d,
+                        _ => {
                             datas.push(Data {
                                 path: path.clone(),
                                 size: m.size(),
                                 lba: 0,
                             });
                             data_refs.push(0);
-                            datas.len() - 1
-                        })
-                    } else {
-                        datas.push(Data {
-                            path: path.clone(),
-                            size: m.size(),
-                            lba: 0,
-                        });
-                        data_refs.push(0);
-                        datas.len() - 1
+                            let d = datas.len() - 1;
+                            if linked {
+                                inodes.insert(key, d);
+                            }
+                            d
+                        }
                     };
                     data_refs[d] += 1;
                     Kind::File { data: Some(d) }

@@ -5,7 +5,8 @@
 //!   it knows nothing about ISOs.
 //! - format modules with small APIs: [`images`] (registries, OCI layouts, local builds),
 //!   [`registry_config`] (static nginx registry), [`packaging`] (RPMs, yum repodata),
-//!   [`solution`] (Solution ISOs), and the `iso9660-writer` crate.
+//!   [`solution`] (Solution ISOs), [`trust`] (content index, signatures, SBOM, verify), and the
+//!   `iso9660-writer` crate.
 //! - [`tasks`]: the product graph (`iso`, `populate_iso`, `images`, `packaging`, `salt_tree`)
 //!   built from [`config::Settings`] and the repository content.
 //! - [`cli`]: the thin command line shared by `buildchain` and `cargo xtask`.
@@ -22,4 +23,5 @@ pub mod registry_config;
 pub mod solution;
 pub mod store;
 pub mod tasks;
+pub mod trust;
 pub mod yamlerr;

@@ -1,0 +1,4 @@
+//! Offline trust (SPEC §12): the content index, signatures, the SBOM, `verify` and the
+//! completeness gate.
+
+pub mod contents;

@@ -244,6 +244,9 @@ pub fn put_unknown(store: &Store, reader: &mut dyn Read) -> Result<(String, u64)
     }
     let hex = hex::encode(h.finalize());
     if !store.contains(&hex) {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(crate::store::BLOB_MODE))?;
         tmp.as_file_mut().sync_all()?;
         tmp.persist(store.path(&hex)).map_err(|e| e.error)?;
     }

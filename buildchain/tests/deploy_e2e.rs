@@ -340,6 +340,9 @@ fn node_clients_consume_the_product_and_solution_isos() {
     let ctd = testkit::start_containerd();
     let pulled = containerd_pulls(&ctd, &host, &all);
     assert_eq!(pulled.len(), 2 * all.len());
+    for r in &pulled {
+        println!("containerd pulled {r}");
+    }
     assert!(!archives.is_empty());
     for tar in &archives {
         let out = testkit::run(
@@ -368,6 +371,7 @@ fn node_clients_consume_the_product_and_solution_isos() {
                 .get(tag)
                 .unwrap_or_else(|| panic!("{tag} not imported: {check:?}"));
             assert!(status.starts_with("complete ("), "{tag}: {status}");
+            println!("containerd imported {tag} from {}", tar.display());
         }
     }
 
@@ -393,6 +397,7 @@ fn node_clients_consume_the_product_and_solution_isos() {
             if let Some(cfg) = &img.config {
                 assert_eq!(format!("sha256:{id}"), *cfg, "{r}");
             }
+            println!("podman pulled {r} (image id {id})");
         }
         let out = testkit::run_ok(
             testkit::podman(&pod)
@@ -464,6 +469,7 @@ fn node_clients_consume_the_product_and_solution_isos() {
         .map(str::to_string)
         .collect();
     assert!(installed.is_superset(&names), "{installed:?}");
+    println!("dnf installed {installed:?}");
     // The %pre scriptlet of metalk8s-sosreport ran in the root.
     assert!(root.join("var/log/metalk8s/sosreport").is_dir());
     assert!(root.join("etc/yum.repos.d/metalk8s.repo").is_file());
@@ -493,6 +499,7 @@ fn node_clients_consume_the_product_and_solution_isos() {
                     && l.contains("130.0.0~dev-1.el8")),
             "{n} not found by zypper:\n{s}"
         );
+        println!("zypper found {n}");
     }
 }
 

@@ -63,6 +63,31 @@ pub fn ensure_mode(path: &Path, mode: u32) -> Result<()> {
     Ok(())
 }
 
+/// Mode of the directories this module creates.
+pub const DIR_MODE: u32 = 0o755;
+
+/// `create_dir_all`, with every directory it creates set to [`DIR_MODE`] whatever the umask
+/// (existing directories are left alone).
+pub fn create_dir_all(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    let mut d = Some(dir);
+    while let Some(p) = d.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+        missing.push(p.to_path_buf());
+        d = p.parent();
+    }
+    fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create directory {}", dir.display()))?;
+    for p in missing {
+        fs::set_permissions(&p, fs::Permissions::from_mode(DIR_MODE))
+            .with_context(|| format!("cannot chmod {}", p.display()))?;
+    }
+    Ok(())
+}
+
 /// A file being written; it appears at its destination only on [`AtomicFile::commit`].
 pub struct AtomicFile {
     tmp: tempfile::NamedTempFile,
@@ -74,8 +99,7 @@ impl AtomicFile {
     /// [`AtomicFile::set_mode`] says otherwise.
     pub fn create(dest: &Path) -> Result<Self> {
         if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create directory {}", parent.display()))?;
+            create_dir_all(parent)?;
         }
         let dir = temp_dir_for(dest);
         let tmp = tempfile::Builder::new()
@@ -198,8 +222,7 @@ pub fn link_or_copy(src: &Path, dest: &Path) -> Result<()> {
         }
     }
     if let Some(parent) = dest.parent() {
-        fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create directory {}", parent.display()))?;
+        create_dir_all(parent)?;
     }
     let tmp = temp_dir_for(dest).join(format!(
         "{TEMP_PREFIX}link-{}-{}",
@@ -277,12 +300,18 @@ mod tests {
         let r = write_atomic(&p, b"x");
         let q = d.path().join("g");
         let r2 = write_if_changed(&q, b"y", Some(0o755));
+        let nested = d.path().join("a/b/c");
+        let r3 = write_atomic(&nested, b"z");
         unsafe { libc::umask(old) };
         r.unwrap();
         r2.unwrap();
+        r3.unwrap();
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode(&p), 0o644);
         assert_eq!(mode(&q), 0o755);
+        assert_eq!(mode(&nested), 0o644);
+        assert_eq!(mode(&d.path().join("a")), 0o755);
+        assert_eq!(mode(&d.path().join("a/b")), 0o755);
     }
 
     #[test]

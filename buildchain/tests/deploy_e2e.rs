@@ -243,7 +243,8 @@ fn node_clients_consume_the_product_and_solution_isos() {
     let t = tmp.path();
     let (repo, product_iso) = build_product(t);
 
-    // Blobs are world-readable in the store and in _build/root (a "directory archive" too).
+    // Blobs are world-readable in the store; all of _build/root (a "directory archive" too) is
+    // world-readable and its directories traversable.
     let store_blobs = t.join("store/blobs/sha256");
     let mut n = 0;
     for e in fs::read_dir(&store_blobs).unwrap() {
@@ -252,13 +253,18 @@ fn node_clients_consume_the_product_and_solution_isos() {
         n += 1;
     }
     assert!(n >= 5, "{n} blobs in the store");
+    let mut entries = 0;
     for e in walkdir::WalkDir::new(repo.join("_build/root")) {
         let e = e.unwrap();
-        if e.file_type().is_file() {
-            let m = mode(e.path());
+        let m = mode(e.path());
+        if e.file_type().is_dir() {
+            assert_eq!(m, 0o755, "{}", e.path().display());
+        } else if e.file_type().is_file() {
             assert!(m == 0o644 || m == 0o755, "{:o} {}", m, e.path().display());
         }
+        entries += 1;
     }
+    assert!(entries > 30, "{entries}");
 
     // The product ISO: nothing without o+r, Joliet names without `;1`.
     assert!(assert_world_readable(&product_iso) > 30);

@@ -42,7 +42,7 @@ pub fn write_dir_layout(store: &Store, image: &Resolved, dest: &Path) -> Result<
             dest.display()
         );
     }
-    fs::create_dir_all(dest).with_context(|| format!("cannot create {}", dest.display()))?;
+    fsutil::create_dir_all(dest)?;
     let mut files = Vec::new();
     let manifest = dest.join("manifest.json");
     fsutil::write_if_changed(&manifest, &image.top_bytes, Some(0o644))?;

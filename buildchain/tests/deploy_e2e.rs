@@ -415,6 +415,22 @@ fn node_clients_consume_the_product_and_solution_isos() {
         assert!(digests.contains(&want), "{want} not in {digests:?}");
     }
 
+    // A push to either ISO's registry is refused the way a read-only registry does.
+    for img in &all {
+        for (method, path) in [
+            ("POST", format!("/v2/{}/blobs/uploads/", img.repo)),
+            ("PUT", format!("/v2/{}/manifests/{}", img.repo, img.tag)),
+        ] {
+            let (status, h, body) = testkit::http_request(nginx.port, method, &path, &[]);
+            assert_eq!(status, 405, "{method} {path}");
+            let hv = |k: &str| h.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+            assert_eq!(hv("content-type"), Some("application/json"), "{path}");
+            assert_eq!(hv("docker-distribution-api-version"), Some("registry/2.0"));
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["errors"][0]["code"], "UNSUPPORTED", "{method} {path}");
+        }
+    }
+
     // No worker was refused a file.
     let log = testkit::nginx_error_log(&nginx);
     assert!(!log.contains("Permission denied"), "{log}");

@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(xorriso genisoimage isomd5sum libarchive-tools skopeo docker-registry nginx rpm
-  createrepo-c python3-createrepo-c dnf dnf-plugins-core oci-image-tool python3-yaml time)
+  createrepo-c python3-createrepo-c dnf dnf-plugins-core oci-image-tool python3-yaml time
+  containerd podman python3-jinja2 libzypp1722 zypper-common libaugeas0 busybox-static)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -17,7 +18,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # Debian installs services but policy-rc.d keeps them stopped; tests start their own on 127.0.0.1.
-python3 -c 'import pycdlib, yaml' 2>/dev/null || python3 -m pip install -q pycdlib PyYAML
+python3 -c 'import pycdlib, yaml, jinja2' 2>/dev/null || python3 -m pip install -q pycdlib PyYAML Jinja2
+# zypper: Debian's dnf-plugins-core declares `Breaks: zypper`, so its .deb is unpacked privately
+# (its libraries come from apt above); the deployment test runs $BUILDCHAIN_ZYPPER.
+ZYPPER_DIR="${BUILDCHAIN_ZYPPER_DIR:-/opt/buildchain/zypper}"
+if [ ! -x "$ZYPPER_DIR/usr/bin/zypper" ]; then
+  echo "unpacking zypper into $ZYPPER_DIR"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  dl="$(mktemp -d)"; chmod 755 "$dl"
+  (cd "$dl" && apt-get download -qq zypper) || { $SUDO apt-get update -qq && (cd "$dl" && apt-get download -qq zypper); }
+  $SUDO mkdir -p "$ZYPPER_DIR"
+  $SUDO dpkg -x "$dl"/zypper_*.deb "$ZYPPER_DIR"
+  rm -rf "$dl"
+fi
+export BUILDCHAIN_ZYPPER="$ZYPPER_DIR/usr/bin/zypper"
 
 export PATH="$PATH:/usr/sbin:/sbin"
 cargo build --workspace --all-targets

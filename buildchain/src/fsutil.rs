@@ -5,6 +5,10 @@
 //! complete content — never half-written. Temp files are created beside their destination with
 //! the [`TEMP_PREFIX`] prefix (so the rename is atomic on the same file system); the engine sweeps
 //! leftovers of a killed run before it starts.
+//!
+//! Modes: files written here are 0644 (set explicitly, whatever the umask; [`AtomicFile::set_mode`]
+//! overrides it), never the 0600 of a fresh temp file: the build tree is served and mastered as
+//! is, and read by unprivileged users on a node.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
@@ -44,6 +48,46 @@ pub fn sweep_temp_files(root: &Path) -> usize {
     n
 }
 
+/// Default mode of the files this module writes.
+pub const FILE_MODE: u32 = 0o644;
+
+/// Sets the permission bits of `path` to `mode` unless they already are (not subject to the
+/// umask).
+pub fn ensure_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = fs::metadata(path).with_context(|| format!("cannot stat {}", path.display()))?;
+    if meta.permissions().mode() & 0o7777 != mode {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot chmod {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Mode of the directories this module creates.
+pub const DIR_MODE: u32 = 0o755;
+
+/// `create_dir_all`, with every directory it creates set to [`DIR_MODE`] whatever the umask
+/// (existing directories are left alone).
+pub fn create_dir_all(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    let mut d = Some(dir);
+    while let Some(p) = d.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+        missing.push(p.to_path_buf());
+        d = p.parent();
+    }
+    fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create directory {}", dir.display()))?;
+    for p in missing {
+        fs::set_permissions(&p, fs::Permissions::from_mode(DIR_MODE))
+            .with_context(|| format!("cannot chmod {}", p.display()))?;
+    }
+    Ok(())
+}
+
 /// A file being written; it appears at its destination only on [`AtomicFile::commit`].
 pub struct AtomicFile {
     tmp: tempfile::NamedTempFile,
@@ -51,17 +95,23 @@ pub struct AtomicFile {
 }
 
 impl AtomicFile {
-    /// Starts writing `dest` (parent directories are created).
+    /// Starts writing `dest` (parent directories are created); mode [`FILE_MODE`] unless
+    /// [`AtomicFile::set_mode`] says otherwise.
     pub fn create(dest: &Path) -> Result<Self> {
         if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create directory {}", parent.display()))?;
+            create_dir_all(parent)?;
         }
         let dir = temp_dir_for(dest);
         let tmp = tempfile::Builder::new()
             .prefix(TEMP_PREFIX)
             .tempfile_in(&dir)
             .with_context(|| format!("cannot create a temp file in {}", dir.display()))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            tmp.as_file()
+                .set_permissions(fs::Permissions::from_mode(FILE_MODE))
+                .with_context(|| format!("cannot chmod temp file for {}", dest.display()))?;
+        }
         Ok(AtomicFile {
             tmp,
             dest: dest.to_path_buf(),
@@ -116,13 +166,13 @@ pub fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<()> {
     f.commit()
 }
 
-/// Writes `bytes` to `dest` atomically unless it already holds exactly those bytes (and `mode`,
-/// when given). Returns whether the file changed. Unchanged files keep their mtime.
+/// Writes `bytes` to `dest` atomically unless it already holds exactly those bytes and `mode`
+/// (default [`FILE_MODE`]). Returns whether the file changed. Unchanged files keep their mtime.
 pub fn write_if_changed(dest: &Path, bytes: &[u8], mode: Option<u32>) -> Result<bool> {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(meta) = fs::symlink_metadata(dest) {
         if meta.is_file() && meta.len() == bytes.len() as u64 {
-            let same_mode = mode.is_none_or(|m| meta.permissions().mode() & 0o7777 == m);
+            let same_mode = meta.permissions().mode() & 0o7777 == mode.unwrap_or(FILE_MODE);
             if same_mode && fs::read(dest).map(|b| b == bytes).unwrap_or(false) {
                 return Ok(false);
             }
@@ -160,7 +210,8 @@ pub fn sha256_bytes(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Makes `dest` a hard link to `src` (or a copy when they are on different file systems).
+/// Makes `dest` a hard link to `src` (or a copy with the same permission bits when they are on
+/// different file systems).
 /// An existing `dest` that already is the same inode is left alone; anything else there is
 /// replaced atomically.
 pub fn link_or_copy(src: &Path, dest: &Path) -> Result<()> {
@@ -171,8 +222,7 @@ pub fn link_or_copy(src: &Path, dest: &Path) -> Result<()> {
         }
     }
     if let Some(parent) = dest.parent() {
-        fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create directory {}", parent.display()))?;
+        create_dir_all(parent)?;
     }
     let tmp = temp_dir_for(dest).join(format!(
         "{TEMP_PREFIX}link-{}-{}",
@@ -186,7 +236,10 @@ pub fn link_or_copy(src: &Path, dest: &Path) -> Result<()> {
         );
         let mut inp = File::open(src).with_context(|| format!("cannot open {}", src.display()))?;
         io::copy(&mut inp, &mut out).with_context(|| format!("cannot copy {}", src.display()))?;
-        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        let f = out.into_inner().map_err(|e| e.into_error())?;
+        f.set_permissions(inp.metadata()?.permissions())
+            .with_context(|| format!("cannot chmod {}", tmp.display()))?;
+        f.sync_all()?;
     }
     fs::rename(&tmp, dest).with_context(|| format!("cannot rename into {}", dest.display()))?;
     Ok(())
@@ -235,6 +288,30 @@ mod tests {
         assert!(keep.exists());
         assert_eq!(fs::read_dir(d.path().join("a")).unwrap().count(), 1);
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn atomic_writes_are_0644_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        // SAFETY: umask(2) only changes this process's file-creation mask.
+        let old = unsafe { libc::umask(0o077) };
+        let p = d.path().join("f");
+        let r = write_atomic(&p, b"x");
+        let q = d.path().join("g");
+        let r2 = write_if_changed(&q, b"y", Some(0o755));
+        let nested = d.path().join("a/b/c");
+        let r3 = write_atomic(&nested, b"z");
+        unsafe { libc::umask(old) };
+        r.unwrap();
+        r2.unwrap();
+        r3.unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&p), 0o644);
+        assert_eq!(mode(&q), 0o755);
+        assert_eq!(mode(&nested), 0o644);
+        assert_eq!(mode(&d.path().join("a")), 0o755);
+        assert_eq!(mode(&d.path().join("a/b")), 0o755);
     }
 
     #[test]

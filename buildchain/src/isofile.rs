@@ -35,9 +35,21 @@ pub fn master_to(
         timestamp,
         implant_md5: md5,
         progress,
+        keep_modes: false,
     };
+    master_with_options(dir, output, &opts, durable)
+}
+
+/// Masters `dir` into `output` atomically with explicit writer options (e.g. `keep_modes` for
+/// `iso master --keep-modes`; the default normalizes modes as `mkisofs -r`).
+pub fn master_with_options(
+    dir: &Path,
+    output: &Path,
+    opts: &iso9660_writer::MasterOptions,
+    durable: bool,
+) -> Result<MasterReport> {
     let mut out = crate::fsutil::AtomicFile::create(output)?;
-    let report = iso9660_writer::master(dir, out.file(), &opts)
+    let report = iso9660_writer::master(dir, out.file(), opts)
         .with_context(|| format!("cannot master {} into {}", dir.display(), output.display()))?;
     out.set_mode(0o644)?;
     out.commit_with(durable)?;

@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
+/// Mode of every stored blob: world-readable, since blobs are hard-linked into the ISO tree that
+/// unprivileged nginx workers serve (a temp file's 0600 must not leak into the store).
+pub const BLOB_MODE: u32 = 0o644;
+
 /// A content-addressed store rooted at a directory.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -114,6 +118,12 @@ impl Store {
         if got != hex {
             bail!("{what}: content does not match its digest: expected sha256:{hex}, got sha256:{got}");
         }
+        {
+            use std::os::unix::fs::PermissionsExt;
+            tmp.as_file()
+                .set_permissions(fs::Permissions::from_mode(BLOB_MODE))
+                .context("cannot chmod store blob")?;
+        }
         tmp.as_file_mut()
             .sync_all()
             .context("cannot fsync store blob")?;
@@ -138,7 +148,8 @@ impl Store {
         Ok(crate::fsutil::sha256_file(&self.path(hex))? == hex)
     }
 
-    /// Hard-links (or copies) a stored blob to `dest`.
+    /// Hard-links (or copies) a stored blob to `dest`; a blob with another mode than
+    /// [`BLOB_MODE`] (written by an older version) is fixed first.
     pub fn link_to(&self, hex: &str, dest: &Path) -> Result<()> {
         if !self.contains(hex) {
             bail!(
@@ -146,6 +157,8 @@ impl Store {
                 self.root.display()
             );
         }
-        crate::fsutil::link_or_copy(&self.path(hex), dest)
+        let src = self.path(hex);
+        crate::fsutil::ensure_mode(&src, BLOB_MODE)?;
+        crate::fsutil::link_or_copy(&src, dest)
     }
 }

@@ -61,6 +61,7 @@ fn master(src: &Path, out: &Path) -> u8 {
         output: out.to_path_buf(),
         volid: "MetalK8s 130.0.0-dev".into(),
         md5: true,
+        keep_modes: false,
     })
     .unwrap()
 }
@@ -174,4 +175,81 @@ fn two_masters_are_byte_identical() {
     let again = dir.path().join("again.iso");
     assert_eq!(master(&src, &again), 0);
     assert!(fs::read(&iso).unwrap() == fs::read(&again).unwrap());
+}
+
+/// `(mode, uid/gid, name)` of every entry of `bsdtar -tvf iso` (symlinks excluded).
+fn bsdtar_modes(iso: &Path) -> Vec<(String, String)> {
+    let out = run_ok(Command::new("bsdtar").arg("-tvf").arg(iso));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut v: Vec<(String, String)> = text
+        .lines()
+        .filter(|l| !l.starts_with('l'))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[8..].join(" "), format!("{} {} {}", f[0], f[2], f[3]))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn master_normalizes_modes_unless_keep_modes() {
+    require_tool("bsdtar");
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("root");
+    let set = |rel: &str, mode: u32| {
+        fs::set_permissions(src.join(rel), fs::Permissions::from_mode(mode)).unwrap()
+    };
+    fs::create_dir_all(src.join("private/sub")).unwrap();
+    fs::write(src.join("private/sub/blob"), b"secret-ish blob\n").unwrap();
+    fs::write(src.join("world-writable"), b"w\n").unwrap();
+    fs::write(src.join("tool"), b"#!/bin/sh\n").unwrap();
+    fs::write(src.join("setuid"), b"#!/bin/sh\n").unwrap();
+    set("private/sub/blob", 0o600);
+    set("private/sub", 0o700);
+    set("private", 0o711);
+    set("world-writable", 0o666);
+    set("tool", 0o700);
+    set("setuid", 0o4775);
+    set(".", 0o750);
+    let norm = dir.path().join("norm.iso");
+    assert_eq!(master(&src, &norm), 0);
+    let want = |rows: &[(&str, &str)]| -> Vec<(String, String)> {
+        rows.iter()
+            .map(|(n, m)| (n.to_string(), format!("{m} 0 0")))
+            .collect()
+    };
+    assert_eq!(
+        bsdtar_modes(&norm),
+        want(&[
+            (".", "drwxr-xr-x"),
+            ("private", "drwxr-xr-x"),
+            ("private/sub", "drwxr-xr-x"),
+            ("private/sub/blob", "-rw-r--r--"),
+            ("setuid", "-rwxr-xr-x"),
+            ("tool", "-rwxr-xr-x"),
+            ("world-writable", "-rw-r--r--"),
+        ])
+    );
+    // The binary's flag keeps them verbatim.
+    let kept = dir.path().join("kept.iso");
+    run_ok(
+        Command::new(env!("CARGO_BIN_EXE_buildchain"))
+            .args(["iso", "master", "--keep-modes", "--volid", "KEPT", "-o"])
+            .arg(&kept)
+            .arg(&src),
+    );
+    assert_eq!(
+        bsdtar_modes(&kept),
+        want(&[
+            (".", "drwxr-x---"),
+            ("private", "drwx--x--x"),
+            ("private/sub", "drwx------"),
+            ("private/sub/blob", "-rw-------"),
+            ("setuid", "-rwsrwxr-x"),
+            ("tool", "-rwx------"),
+            ("world-writable", "-rw-rw-rw-"),
+        ])
+    );
 }

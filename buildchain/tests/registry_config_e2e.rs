@@ -344,11 +344,40 @@ fn assert_registry_error(port: u16, path: &str, code: &str) {
             Some("application/json"),
             "{path}"
         );
+        assert_eq!(
+            header(&h, "docker-distribution-api-version"),
+            Some("registry/2.0"),
+            "{method} {path}"
+        );
         if method == "GET" {
             let v: Value = serde_json::from_slice(&body).unwrap();
             assert_eq!(v["errors"][0]["code"], code, "{path}: {v}");
         }
     }
+}
+
+/// A read-only registry's answer to a push or other write: 405, JSON `UNSUPPORTED`, API
+/// version and `Allow: GET, HEAD` headers.
+fn assert_unsupported(port: u16, method: &str, path: &str) {
+    let (status, h, body) = testkit::http_request(port, method, path, &[]);
+    assert_eq!(status, 405, "{method} {path}");
+    assert_eq!(
+        header(&h, "content-type"),
+        Some("application/json"),
+        "{method} {path}"
+    );
+    assert_eq!(
+        header(&h, "docker-distribution-api-version"),
+        Some("registry/2.0"),
+        "{method} {path}"
+    );
+    assert_eq!(header(&h, "allow"), Some("GET, HEAD"), "{method} {path}");
+    let v: Value = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}: {}", String::from_utf8_lossy(&body)));
+    assert_eq!(
+        v["errors"][0]["code"], "UNSUPPORTED",
+        "{method} {path}: {v}"
+    );
 }
 
 /// Everything a client can do against `prefix` (e.g. `metalk8s-1.0.0-dev/`) on `port`.
@@ -362,9 +391,30 @@ fn exercise(port: u16, prefix: &str, imgs: &[Img], scratch: &Path) {
         header(&h, "docker-distribution-api-version"),
         Some("registry/2.0")
     );
-    let (s, h, _) = testkit::http_request(port, "GET", "/v2", &[]);
-    assert_eq!(s, 301);
-    assert!(header(&h, "location").unwrap().ends_with("/v2/"));
+    // `/v2` answers like `/v2/` (no HTML redirect page).
+    let (s, h, body) = testkit::http_request(port, "GET", "/v2", &[]);
+    assert_eq!((s, body.as_slice()), (200, &b"{}"[..]));
+    assert_eq!(header(&h, "content-type"), Some("application/json"));
+    assert_eq!(
+        header(&h, "docker-distribution-api-version"),
+        Some("registry/2.0")
+    );
+    for (method, path) in [
+        ("POST", "/v2"),
+        ("PUT", "/v2/"),
+        ("DELETE", "/v2/"),
+        (
+            "POST",
+            format!("/v2/{prefix}new-image/blobs/uploads/").as_str(),
+        ),
+        (
+            "PUT",
+            format!("/v2/{prefix}new-image/manifests/1.0").as_str(),
+        ),
+        ("OPTIONS", "/v2/no-such-prefix/x/tags/list"),
+    ] {
+        assert_unsupported(port, method, path);
+    }
 
     let mut tags: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for img in imgs {
@@ -486,11 +536,25 @@ fn exercise(port: u16, prefix: &str, imgs: &[Img], scratch: &Path) {
                     header(&h, "content-length"),
                     Some(bytes.len().to_string().as_str())
                 );
+                assert_eq!(
+                    header(&h, "docker-distribution-api-version"),
+                    Some("registry/2.0"),
+                    "{method} {path}"
+                );
                 if method == "GET" {
                     assert_eq!(body, bytes);
                 }
             }
+            // Pushing over an existing manifest, deleting it: refused, the file is untouched.
+            assert_unsupported(port, "PUT", &path);
+            assert_unsupported(port, "DELETE", &path);
         }
+        // The push endpoints of a known name.
+        assert_unsupported(port, "POST", &format!("{base}/blobs/uploads/"));
+        assert_unsupported(port, "PATCH", &format!("{base}/blobs/uploads/some-uuid"));
+        assert_unsupported(port, "PUT", &format!("{base}/blobs/uploads/some-uuid"));
+        assert_unsupported(port, "POST", &format!("{base}/tags/list"));
+        assert_unsupported(port, "PUT", &format!("{base}/manifests/new-tag"));
         for (fname, bytes) in dir_files(&img.pristine) {
             if fname.len() == 64 {
                 let path = format!("{base}/blobs/sha256:{fname}");
@@ -506,6 +570,12 @@ fn exercise(port: u16, prefix: &str, imgs: &[Img], scratch: &Path) {
                     header(&h, "content-length"),
                     Some(bytes.len().to_string().as_str())
                 );
+                assert_eq!(
+                    header(&h, "docker-distribution-api-version"),
+                    Some("registry/2.0")
+                );
+                assert_unsupported(port, "DELETE", &path);
+                assert_unsupported(port, "POST", &path);
             }
         }
 

@@ -162,7 +162,10 @@ fn shape_of_one_image() {
         "location = \"/v2/metalk8s-130.0.0-dev/tools/etcd/manifests/3.5.15-0\" {{\n    \
          alias \"$metalk8s_130_0_0_dev_images/tools/etcd/3.5.15-0/manifest.json\";\n    \
          types {{ }} default_type application/vnd.oci.image.manifest.v1+json;\n    \
-         add_header Docker-Content-Digest sha256:{digest};\n}}\n"
+         add_header Docker-Distribution-API-Version registry/2.0 always;\n    \
+         add_header Docker-Content-Digest sha256:{digest};\n    \
+         if ($request_method !~ \"^(GET|HEAD)$\") {{\n        \
+         rewrite ^ \"/v2/metalk8s-130.0.0-dev/tools/etcd/blobs/uploads/\" last;\n    }}\n}}\n"
     );
     assert!(out.contains(&expected_tag), "{out}");
     assert!(out.contains(&format!(
@@ -172,8 +175,27 @@ fn shape_of_one_image() {
         "location = \"/v2/metalk8s-130.0.0-dev/tools/etcd/blobs/sha256:{lh}\" {{\n    \
          alias \"$metalk8s_130_0_0_dev_images/tools/etcd/3.5.15-0/{lh}\";\n    \
          types {{ }} default_type application/octet-stream;\n    \
-         add_header Docker-Content-Digest sha256:{lh};\n}}\n"
+         add_header Docker-Distribution-API-Version registry/2.0 always;\n    \
+         add_header Docker-Content-Digest sha256:{lh};\n    \
+         if ($request_method !~ \"^(GET|HEAD)$\") {{\n        \
+         rewrite ^ \"/v2/metalk8s-130.0.0-dev/tools/etcd/blobs/uploads/\" last;\n    }}\n}}\n"
     )));
+    let unsupported = r#"'{"errors": [{"code": "UNSUPPORTED", "message": "read-only registry: only GET and HEAD are supported", "detail": ""}]}'"#;
+    assert!(out.contains(&format!(
+        "location ^~ \"/v2/metalk8s-130.0.0-dev/tools/etcd/blobs/uploads/\" {{\n    \
+         add_header Docker-Distribution-API-Version registry/2.0 always;\n    \
+         add_header Allow \"GET, HEAD\" always;\n    \
+         types {{ }} default_type application/json;\n    \
+         return 405 {unsupported};\n}}\n"
+    )));
+    // Every JSON location refuses writes with the same 405, headers repeated inside the `if`.
+    let refuse = format!(
+        "    if ($request_method !~ \"^(GET|HEAD)$\") {{\n        \
+         add_header Docker-Distribution-API-Version registry/2.0 always;\n        \
+         add_header Allow \"GET, HEAD\" always;\n        \
+         return 405 {unsupported};\n    }}\n"
+    );
+    assert_eq!(out.matches(&refuse).count(), 3, "{out}");
     assert!(out.contains(
         "return 200 '{\"name\": \"metalk8s-130.0.0-dev/tools/etcd\", \"tags\": [\"3.5.15-0\"]}';"
     ));

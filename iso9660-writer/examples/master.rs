@@ -17,6 +17,7 @@ fn main() {
         timestamp: 1_700_000_000,
         implant_md5: true,
         progress: None,
+        keep_modes: false,
     };
     match iso9660_writer::master(std::path::Path::new(&a[1]), &mut f, &opts) {
         Ok(r) => println!("{r:?}"),

@@ -10,9 +10,14 @@
 //! Names: primary identifiers are upper-case d-characters, `NAME.EXT;1` for files (name + ext
 //! ≤ 30, ext ≤ 8) and `NAME` for directories (≤ 31), a decimal suffix resolving collisions;
 //! Rock Ridge `NM` carries the real name. Joliet names are UCS-2 (characters outside the BMP and
-//! `* / : ; ? \` become `_`), ≤ 103 units, `;1` appended to files. Rock Ridge: `SP` + `ER`
-//! (`RRIP_1991A`) on the root, `RR`, `PX` (44 bytes: mode, link count within the tree, uid/gid 0,
-//! serial number per inode), `TF` (modify/access/attributes = the timestamp), `NM`, `SL`, `CE`.
+//! `* / : ; ? \` become `_`), ≤ 103 units, no `;1` version suffix (as genisoimage `-J`). Rock
+//! Ridge: `SP` + `ER` (`RRIP_1991A`) on the root, `RR`, `PX` (44 bytes: mode, link count within
+//! the tree, uid/gid 0, serial number per inode), `TF` (modify/access/attributes = the
+//! timestamp), `NM`, `SL`, `CE`.
+//!
+//! Modes (`PX`) are normalized as `mkisofs -r` does unless [`MasterOptions::keep_modes`]: the
+//! image is mounted read-only and read by unprivileged users, so every entry is world-readable
+//! whatever the source modes or umask (see [`normalized_mode`]).
 //!
 //! Performance: the MD5 runs on its own thread (`md-5` with its assembly core); the final SHA-256
 //! needs the implanted PVD first, so it is a second sequential pass over the image, served from
@@ -57,6 +62,8 @@ pub struct MasterOptions<'a> {
     pub implant_md5: bool,
     /// Called with the number of image bytes written so far.
     pub progress: Option<&'a (dyn Fn(u64) + Sync)>,
+    /// Record the source permission bits verbatim instead of [`normalized_mode`].
+    pub keep_modes: bool,
 }
 
 impl Default for MasterOptions<'_> {
@@ -66,6 +73,7 @@ impl Default for MasterOptions<'_> {
             timestamp: 0,
             implant_md5: true,
             progress: None,
+            keep_modes: false,
         }
     }
 }
@@ -180,6 +188,11 @@ pub fn master_with_extent_limit(
     }
     let t = Trace::new();
     let mut b = Builder::scan(src_dir)?;
+    if !opts.keep_modes {
+        for n in &mut b.nodes {
+            n.mode = normalized_mode(n.mode);
+        }
+    }
     t.mark("scan");
     b.max_extent = max_extent;
     b.dedup()?;
@@ -442,7 +455,7 @@ impl Builder {
                 let is_dir = matches!(self.nodes[c].kind, Kind::Dir { .. });
                 let name = self.nodes[c].name.clone();
                 let prim = primary_name(&name, is_dir, &mut seen_p);
-                let jol = joliet_name(&name, is_dir, &mut seen_j);
+                let jol = joliet_name(&name, &mut seen_j);
                 self.nodes[c].prim = prim;
                 self.nodes[c].jol = jol;
             }
@@ -1369,8 +1382,8 @@ fn primary_name(name: &[u8], is_dir: bool, seen: &mut HashSet<Vec<u8>>) -> Vec<u
     cand
 }
 
-/// Joliet name (UCS-2 BE, ≤ 103 units, `;1` appended to files), unique in `seen`.
-fn joliet_name(name: &[u8], is_dir: bool, seen: &mut HashSet<Vec<u16>>) -> Vec<u8> {
+/// Joliet name (UCS-2 BE, ≤ 103 units, no version suffix), unique in `seen`.
+fn joliet_name(name: &[u8], seen: &mut HashSet<Vec<u16>>) -> Vec<u8> {
     let s = String::from_utf8_lossy(name);
     let units: Vec<u16> = s
         .chars()
@@ -1394,10 +1407,21 @@ fn joliet_name(name: &[u8], is_dir: bool, seen: &mut HashSet<Vec<u16>>) -> Vec<u
         n += 1;
     }
     seen.insert(cand.clone());
-    if !is_dir {
-        cand.extend(";1".encode_utf16());
-    }
     cand.iter().flat_map(|u| u.to_be_bytes()).collect()
+}
+
+/// The mode `mkisofs -r` semantics give an entry of source mode `mode` (file-type bits kept):
+/// directories 0755, files 0644, files with any execute bit 0755, symlinks 0777; no group/other
+/// write, no set-id or sticky bits.
+pub fn normalized_mode(mode: u32) -> u32 {
+    const S_IFMT: u32 = 0o170000;
+    let perm = match mode & S_IFMT {
+        0o040000 => 0o755,
+        0o120000 => 0o777,
+        _ if mode & 0o111 != 0 => 0o755,
+        _ => 0o644,
+    };
+    (mode & S_IFMT) | perm
 }
 
 fn sp_entry() -> Vec<u8> {

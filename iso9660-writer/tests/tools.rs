@@ -78,6 +78,9 @@ fn checkisomd5_passes_and_isovfy_isoinfo_accept_the_image() {
     assert_eq!(p, fs::read_to_string(fx.src.join("product.txt")).unwrap());
     let m = stdout(Command::new("isoinfo").args(["-i", iso, "-x", "/MANIFEST.YAML;1"]));
     assert_eq!(m, fs::read_to_string(fx.src.join("manifest.yaml")).unwrap());
+    // Joliet names carry no `;1` (as genisoimage -J): the plain name extracts.
+    let pj = stdout(Command::new("isoinfo").args(["-J", "-i", iso, "-x", "/product.txt"]));
+    assert_eq!(pj, fs::read_to_string(fx.src.join("product.txt")).unwrap());
 
     // Rock Ridge listing shows modes, uid/gid 0, link counts and the symlink.
     let l = stdout(Command::new("isoinfo").args(["-l", "-R", "-i", iso]));
@@ -97,6 +100,8 @@ fn checkisomd5_passes_and_isovfy_isoinfo_accept_the_image() {
     // (isoinfo converts Joliet names to a Latin charset: non-Latin characters print as `_`;
     // pycdlib checks the UTF-16 names exactly.)
     assert!(j.contains("/names/with space and "), "{j}");
+    assert!(j.lines().any(|l| l == "/product.txt"), "{j}");
+    assert!(!j.contains(";1"), "{j}");
     assert!(j.contains(&long_name()[..100]), "{j}");
 }
 
@@ -156,7 +161,7 @@ for d, dirs, files in iso.walk(joliet_path='/'):
     for f in files: jl.append((d.rstrip('/') + '/' + f))
 buf = io.BytesIO(); iso.get_file_from_iso_fp(buf, rr_path='/product.txt')
 assert buf.getvalue().startswith(b'NAME=MetalK8s'), buf.getvalue()
-buf = io.BytesIO(); iso.get_file_from_iso_fp(buf, joliet_path='/manifest.yaml;1')
+buf = io.BytesIO(); iso.get_file_from_iso_fp(buf, joliet_path='/manifest.yaml')
 assert buf.getvalue().startswith(b'apiVersion'), buf.getvalue()
 rec = iso.get_record(rr_path='/links/product-link')
 assert rec.is_symlink() and rec.rock_ridge.symlink_path() == b'../product.txt'
@@ -177,11 +182,11 @@ iso.close()
         "{out}"
     );
     assert!(
-        out.contains(&format!("J /images/etcd/3.5.9/{HEX_NAME};1")),
+        out.contains(&format!("J /images/etcd/3.5.9/{HEX_NAME}")),
         "{out}"
     );
     assert!(
-        out.contains("J /names/with space and ünïcødé – 日本.txt;1"),
+        out.contains("J /names/with space and ünïcødé – 日本.txt"),
         "{out}"
     );
 }
@@ -402,6 +407,7 @@ fn multi_extent_files_are_read_by_every_tool() {
             timestamp: EPOCH,
             implant_md5: true,
             progress: None,
+            keep_modes: false,
         },
         256 * 1024,
     )

@@ -294,3 +294,207 @@ pub fn copy_product_repo(dst: &Path) {
         }
     }
 }
+
+/// Starts stock nginx the way a node runs it: master as root, workers as `user nobody nogroup;`
+/// (unprivileged, as in the upstream nginx image), on an ephemeral loopback port, in the
+/// foreground; stopped by PID on drop (SIGTERM to the master ends the workers too).
+/// `server_body` goes inside `server { listen 127.0.0.1:PORT; ... }`.
+pub fn start_nginx_unprivileged(server_body: &str) -> Server {
+    let bin = nginx_bin();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("logs")).unwrap();
+    let conf = format!(
+        "daemon off;\nuser nobody nogroup;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+         error_log {d}/logs/error.log warn;\nevents {{ worker_connections 256; }}\nhttp {{\n\
+         \x20 access_log {d}/logs/access.log;\n  client_body_temp_path {d}/tmp;\n\
+         \x20 proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;\n\
+         \x20 uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;\n\
+         \x20 server {{\n    listen 127.0.0.1:{port};\n{server_body}\n  }}\n}}\n",
+        d = d.display()
+    );
+    let conf_path = d.join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    run_ok(
+        Command::new(&bin)
+            .args(["-t", "-q", "-c"])
+            .arg(&conf_path)
+            .arg("-p")
+            .arg(d),
+    );
+    let mut child = Command::new(&bin)
+        .arg("-c")
+        .arg(&conf_path)
+        .arg("-p")
+        .arg(d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start nginx");
+    wait_for_port(port, &mut child, "nginx");
+    Server { child, port, dir }
+}
+
+/// Lines of the nginx error log of a server started by [`start_nginx_unprivileged`].
+pub fn nginx_error_log(server: &Server) -> String {
+    std::fs::read_to_string(server.dir.path().join("logs/error.log")).unwrap_or_default()
+}
+
+/// A `containerd` daemon with its own root, state, socket and config in a temp dir (CRI plugin
+/// disabled: the tests only pull and import), killed by PID on drop.
+pub struct Containerd {
+    child: Child,
+    /// Scratch directory (config.toml, root/, state/, log).
+    pub dir: tempfile::TempDir,
+}
+
+impl Containerd {
+    /// Path of its gRPC socket (for `ctr -a`).
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("containerd.sock")
+    }
+    /// `ctr -a <socket> -n <namespace>`, ready for a sub-command.
+    pub fn ctr(&self, namespace: &str) -> Command {
+        let mut c = Command::new(require_tool("ctr"));
+        c.arg("-a").arg(self.socket()).args(["-n", namespace]);
+        c
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        // SAFETY: plain kill(2) on our own child's PID.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `containerd` (Debian package) with a minimal config in a fresh temp dir and waits
+/// until `ctr version` answers on its socket.
+pub fn start_containerd() -> Containerd {
+    let bin = require_tool("containerd");
+    require_tool("ctr");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let config = format!(
+        "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
+         disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+         [grpc]\n  address = \"{d}/containerd.sock\"\n\
+         [ttrpc]\n  address = \"{d}/containerd.sock.ttrpc\"\n\
+         [debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n",
+        d = d.display()
+    );
+    let cfg = d.join("config.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let child = Command::new(bin)
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(d.join("containerd.log")).unwrap(),
+        ))
+        .spawn()
+        .expect("start containerd");
+    let mut c = Containerd { child, dir };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if c.socket().exists()
+            && c.ctr("default")
+                .arg("version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        {
+            return c;
+        }
+        if let Ok(Some(status)) = c.child.try_wait() {
+            panic!(
+                "containerd exited early with {status}:\n{}",
+                std::fs::read_to_string(c.dir.path().join("containerd.log")).unwrap_or_default()
+            );
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "containerd did not answer on {} within 30s",
+                c.socket().display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `podman` with private storage (`vfs`, no overlay), run root, registries and containers.conf
+/// in `dir`, plus `dir/policy.json` (accept anything) for `--signature-policy`, so nothing is
+/// read from /etc/containers; pulls need no daemon.
+pub fn podman(dir: &Path) -> Command {
+    let bin = require_tool("podman");
+    std::fs::create_dir_all(dir).unwrap();
+    let w = |name: &str, text: String| {
+        let p = dir.join(name);
+        if !p.exists() {
+            std::fs::write(&p, text).unwrap();
+        }
+        p
+    };
+    let policy = w(
+        "policy.json",
+        r#"{"default": [{"type": "insecureAcceptAnything"}]}"#.to_string(),
+    );
+    let registries = w(
+        "registries.conf",
+        "unqualified-search-registries = []\n".to_string(),
+    );
+    let storage = w(
+        "storage.conf",
+        format!(
+            "[storage]\ndriver = \"vfs\"\nrunroot = \"{d}/run\"\ngraphroot = \"{d}/root\"\n",
+            d = dir.display()
+        ),
+    );
+    let containers = w(
+        "containers.conf",
+        "[engine]\nevents_logger = \"file\"\ncgroup_manager = \"cgroupfs\"\n".to_string(),
+    );
+    let _ = policy;
+    let mut c = Command::new(bin);
+    c.env("CONTAINERS_REGISTRIES_CONF", &registries)
+        .env("CONTAINERS_STORAGE_CONF", &storage)
+        .env("CONTAINERS_CONF", &containers)
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--runroot")
+        .arg(dir.join("run"))
+        .args(["--storage-driver", "vfs"]);
+    c
+}
+
+/// The privately unpacked `zypper` (Debian's dnf-plugins-core `Breaks: zypper`, so
+/// `scripts/test.sh` unpacks its .deb): `$BUILDCHAIN_ZYPPER`, else
+/// `/opt/buildchain/zypper/usr/bin/zypper`, else `zypper` on PATH; panics with the fix otherwise.
+pub fn zypper_bin() -> PathBuf {
+    let candidates = [
+        std::env::var_os("BUILDCHAIN_ZYPPER").map(PathBuf::from),
+        Some(PathBuf::from("/opt/buildchain/zypper/usr/bin/zypper")),
+        which("zypper"),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "required external tool `zypper` is not installed: run `scripts/test.sh` (it \
+                 unpacks the zypper .deb into /opt/buildchain/zypper) or set BUILDCHAIN_ZYPPER"
+            )
+        })
+}

@@ -16,6 +16,9 @@ pub enum IsoCommand {
         /// Implant the isomd5sum record.
         #[arg(long)]
         md5: bool,
+        /// Record the source modes verbatim (default: `mkisofs -r` modes, world-readable).
+        #[arg(long)]
+        keep_modes: bool,
     },
     /// Verify the implanted MD5 (like `checkisomd5`).
     Check {
@@ -44,8 +47,16 @@ pub fn run(cmd: &IsoCommand) -> anyhow::Result<u8> {
             output,
             volid,
             md5,
+            keep_modes,
         } => {
-            let r = master_atomic(dir, output, volid, *md5, source_date_epoch()?, None)?;
+            let opts = iso9660_writer::MasterOptions {
+                volume_id: volid.clone(),
+                timestamp: source_date_epoch()?,
+                implant_md5: *md5,
+                progress: None,
+                keep_modes: *keep_modes,
+            };
+            let r = crate::isofile::master_with_options(dir, output, &opts, true)?;
             println!("{}: {} bytes", output.display(), r.size);
             println!("sha256 = {}", r.sha256_hex);
             if let Some(m) = &r.md5_hex {

@@ -143,7 +143,7 @@ pub struct Engine<'g> {
 fn lock_build_root(build_root: &Path) -> Result<std::fs::File> {
     use std::os::unix::io::AsRawFd;
     let dir = build_root.join(".buildchain");
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    crate::fsutil::create_dir_all(&dir)?;
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

@@ -116,8 +116,7 @@ impl StateDb {
         files: BTreeMap<PathBuf, FileRecord>,
     ) -> Result<()> {
         if self.journal.is_none() {
-            fs::create_dir_all(&self.dir)
-                .with_context(|| format!("cannot create {}", self.dir.display()))?;
+            crate::fsutil::create_dir_all(&self.dir)?;
             let f = OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -141,8 +140,7 @@ impl StateDb {
 
     /// Writes a full snapshot atomically and empties the journal.
     pub fn save(&mut self, state: &State) -> Result<()> {
-        fs::create_dir_all(&self.dir)
-            .with_context(|| format!("cannot create {}", self.dir.display()))?;
+        crate::fsutil::create_dir_all(&self.dir)?;
         let mut s = state.clone();
         s.version = 1;
         let bytes = serde_json::to_vec(&s)?;

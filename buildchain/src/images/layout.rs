@@ -42,7 +42,7 @@ pub fn write_dir_layout(store: &Store, image: &Resolved, dest: &Path) -> Result<
             dest.display()
         );
     }
-    fs::create_dir_all(dest).with_context(|| format!("cannot create {}", dest.display()))?;
+    fsutil::create_dir_all(dest)?;
     let mut files = Vec::new();
     let manifest = dest.join("manifest.json");
     fsutil::write_if_changed(&manifest, &image.top_bytes, Some(0o644))?;
@@ -244,6 +244,9 @@ pub fn put_unknown(store: &Store, reader: &mut dyn Read) -> Result<(String, u64)
     }
     let hex = hex::encode(h.finalize());
     if !store.contains(&hex) {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(crate::store::BLOB_MODE))?;
         tmp.as_file_mut().sync_all()?;
         tmp.persist(store.path(&hex)).map_err(|e| e.error)?;
     }

@@ -276,6 +276,7 @@ impl Product {
         let mut out = Vec::new();
         for f in fetched {
             let dest = dir.join(f.package.file_name());
+            crate::fsutil::ensure_mode(&f.blob, crate::store::BLOB_MODE)?;
             crate::fsutil::link_or_copy(&f.blob, &dest)?;
             out.push(dest);
         }
@@ -289,8 +290,7 @@ impl Product {
             bail!("no repository {repo}");
         };
         let dir = self.repo_dir(repo);
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        crate::fsutil::create_dir_all(&dir)?;
         let rpms = r.rpm_files(plan);
         let mut keys = BTreeSet::new();
         let mut files = Vec::new();

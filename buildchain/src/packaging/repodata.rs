@@ -167,8 +167,7 @@ pub fn write_repodata_for(
         .collect::<Result<_>>()?;
 
     let repodata = repo_dir.join("repodata");
-    std::fs::create_dir_all(&repodata)
-        .with_context(|| format!("cannot create {}", repodata.display()))?;
+    crate::fsutil::create_dir_all(&repodata)?;
     let mut files = Vec::new();
     let mut repomd = String::from(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<repomd xmlns=\"http://linux.duke.edu/metadata/repo\" xmlns:rpm=\"http://linux.duke.edu/metadata/rpm\">\n",

@@ -2,13 +2,16 @@
 //! as a read-only OCI distribution / Docker Registry v2 API, with stock nginx and no daemon.
 //!
 //! What is served (SPEC §6):
-//! - constants (unless [`Constants::Omit`]): `/v2` → `/v2/` (301); `/v2/` → 200 `{}` with
-//!   `Docker-Distribution-API-Version: registry/2.0`; any other `/v2/…` → 404 `NAME_UNKNOWN`;
+//! - constants (unless [`Constants::Omit`]): `/v2` and `/v2/` → 200 `{}` (JSON, no HTML
+//!   redirect page); any other `/v2/…` → 404 `NAME_UNKNOWN`;
 //! - per image name: `tags/list` (sorted tags), manifests by tag and by digest (index children
 //!   included) with `Content-Type` = the manifest media type and `Docker-Content-Digest` = sha256
 //!   of the exact file, blobs by digest (`application/octet-stream` + digest header) mapped to one
 //!   concrete file wherever it is stored in the tree, and 404 `MANIFEST_UNKNOWN` /
-//!   `BLOB_UNKNOWN` JSON errors for unknown references of a known name.
+//!   `BLOB_UNKNOWN` JSON errors for unknown references of a known name;
+//! - read-only semantics: every method but GET/HEAD, and the push endpoint `blobs/uploads/`,
+//!   get 405 with a JSON `UNSUPPORTED` error and `Allow: GET, HEAD` (never an HTML page);
+//! - every response under `/v2` carries `Docker-Distribution-API-Version: registry/2.0`.
 //!
 //! Only exact (`=`) and prefix (`^~`) locations are emitted — no regex, no `try_files` scan —
 //! so the result does not depend on the order in which nginx includes several such files. HEAD

@@ -66,6 +66,7 @@ pub fn master_ours(root: &Path, iso: &Path, volume_id: &str) {
         timestamp: 1_700_000_000,
         implant_md5: true,
         progress: None,
+        keep_modes: false,
     };
     iso9660_writer::master(root, &mut f, &opts).expect("master");
 }

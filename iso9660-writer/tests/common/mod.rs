@@ -102,6 +102,7 @@ pub fn master_to(src: &Path, out: &Path, implant: bool) -> MasterReport {
             timestamp: EPOCH,
             implant_md5: implant,
             progress: None,
+            keep_modes: false,
         },
     )
     .unwrap()

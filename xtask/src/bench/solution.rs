@@ -173,6 +173,7 @@ fn iso9660_master(root: &Path, f: &mut std::fs::File) -> Result<()> {
         timestamp: 1_700_000_000,
         implant_md5: true,
         progress: None,
+        keep_modes: false,
     };
     iso9660_writer::master(root, f, &opts).map_err(|e| anyhow::anyhow!("master: {e}"))?;
     Ok(())

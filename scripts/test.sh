@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(xorriso genisoimage isomd5sum libarchive-tools skopeo docker-registry nginx rpm
-  createrepo-c python3-createrepo-c dnf dnf-plugins-core oci-image-tool python3-yaml time)
+  createrepo-c python3-createrepo-c dnf dnf-plugins-core oci-image-tool python3-yaml time gnupg)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -18,6 +18,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # Debian installs services but policy-rc.d keeps them stopped; tests start their own on 127.0.0.1.
 python3 -c 'import pycdlib, yaml' 2>/dev/null || python3 -m pip install -q pycdlib PyYAML
+command -v pyspdxtools >/dev/null || python3 -m pip install -q spdx-tools
 
 export PATH="$PATH:/usr/sbin:/sbin"
 cargo build --workspace --all-targets

@@ -255,7 +255,9 @@ pub fn build_to(
 ) -> Result<String> {
     let mut pkg = build_package(l, vars, source_date, product_key)?;
     if let Some(k) = signer {
-        pkg.sign_with_timestamp(k.rpm_signer()?, source_date)
+        let t = u32::try_from(k.signature_time(u64::from(source_date)))
+            .context("signature time beyond 2106")?;
+        pkg.sign_with_timestamp(k.rpm_signer()?, t)
             .map_err(|e| anyhow::anyhow!("cannot sign {}: {e}", dest.display()))?;
     }
     let mut bytes = Vec::new();

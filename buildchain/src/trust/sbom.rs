@@ -167,7 +167,7 @@ pub fn sbom_json(input: &SbomInput<'_>) -> Result<Vec<u8>> {
         "licenseConcluded": "NOASSERTION",
         "licenseDeclared": "NOASSERTION",
         "copyrightText": "NOASSERTION",
-        "primaryPackagePurpose": "OPERATING-SYSTEM",
+        "primaryPackagePurpose": "ARCHIVE",
     }));
     let mut images = input.images.to_vec();
     images.sort_by(|a, b| (&a.name, &a.tag).cmp(&(&b.name, &b.tag)));

@@ -2,8 +2,9 @@
 //!
 //! The key is an armored secret key read from `--signing-key FILE` / `BUILDCHAIN_SIGNING_KEY`;
 //! its passphrase, when it has one, is the first line of `BUILDCHAIN_SIGNING_PASSPHRASE_FILE`.
-//! Signatures are v4, SHA-256, created at the build time (`SOURCE_DATE_EPOCH`), so a build with
-//! a deterministic key algorithm (RSA, Ed25519) signs byte-identically.
+//! Signatures are v4, SHA-256, created at the build time (`SOURCE_DATE_EPOCH`) or, when the key
+//! is younger than that, at the key's creation time (verifiers refuse a signature older than its
+//! key), so a build with a deterministic key algorithm (RSA, Ed25519) signs byte-identically.
 //!
 //! The signing key is chosen as the `rpm` crate chooses it: the first secret subkey flagged for
 //! signing, else the primary key. RPM header signatures, `repomd.xml.asc` and
@@ -106,6 +107,16 @@ impl SigningKey {
         hex::encode_upper(id.as_ref())
     }
 
+    /// The creation time of a signature made for a build at `build_time`: that time, or the
+    /// signing key's creation time when the key is younger.
+    pub fn signature_time(&self, build_time: u64) -> u64 {
+        let created = match self.which {
+            Which::Primary => self.secret.primary_key.created_at(),
+            Which::Subkey(i) => self.secret.secret_subkeys[i].key.created_at(),
+        };
+        build_time.max(u64::from(created.as_secs()))
+    }
+
     /// Fingerprint of the primary key (upper-case hex).
     pub fn fingerprint(&self) -> String {
         hex::encode_upper(self.secret.primary_key.fingerprint().as_bytes())
@@ -127,9 +138,11 @@ impl SigningKey {
         }
     }
 
-    /// A detached, armored, binary-mode signature of `data` created at `created` (unix time).
-    pub fn sign_detached(&self, data: &[u8], created: u64) -> Result<Vec<u8>> {
-        let created = u32::try_from(created).context("signature time beyond 2106")?;
+    /// A detached, armored, binary-mode signature of `data` for a build at `build_time` (see
+    /// [`Self::signature_time`]).
+    pub fn sign_detached(&self, data: &[u8], build_time: u64) -> Result<Vec<u8>> {
+        let created =
+            u32::try_from(self.signature_time(build_time)).context("signature time beyond 2106")?;
         let sig = match self.which {
             Which::Primary => self.sign_with(&self.secret.primary_key, data, created)?,
             Which::Subkey(i) => {

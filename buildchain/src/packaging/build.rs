@@ -243,9 +243,15 @@ pub fn build_package(
         .with_context(|| format!("{file}: cannot build package {}", d.name))
 }
 
-/// Builds the package (signed with `signer`, at `source_date`, when given) and writes it
-/// atomically to `dest`; returns the sha256 (hex) of the RPM.
-pub fn build_to(
+/// Builds the package, unsigned, and writes it atomically to `dest`; returns the sha256 (hex) of
+/// the RPM.
+pub fn build_to(l: &LoadedDef, vars: &Vars, source_date: u32, dest: &Path) -> Result<String> {
+    build_to_signed(l, vars, source_date, dest, None, None)
+}
+
+/// [`build_to`], signed with `signer` (at `source_date`, or the key's creation time when later)
+/// when given; `product_key` as for [`build_package`].
+pub fn build_to_signed(
     l: &LoadedDef,
     vars: &Vars,
     source_date: u32,

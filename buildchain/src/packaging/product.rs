@@ -274,7 +274,7 @@ impl Product {
         let dest = self.repo_dir(&p.repository).join(p.nevra.file_name());
         let key = self.product_public_key()?;
         let swap = key.as_deref().map(|k| (self.product_key_name(), k));
-        build::build_to(
+        build::build_to_signed(
             &p.def,
             &self.vars(),
             self.source_date,

@@ -445,3 +445,106 @@ fn unsigned_build_says_so_and_ships_no_signatures() {
     );
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "(none)");
 }
+
+#[test]
+fn signed_solution_isos_carry_a_signed_index_and_an_sbom() {
+    for t in ["bsdtar", "pyspdxtools", "gpgconf"] {
+        require_tool(t);
+    }
+    let key = GpgKey::new("");
+    let co = checkout();
+    let store = tempfile::tempdir().unwrap();
+    ok(build(
+        co.path(),
+        store.path(),
+        &["solutions", "--signing-key", key.secret.to_str().unwrap()],
+        &[],
+    ));
+    let dist = co.path().join("dist/solutions");
+    let isos: Vec<PathBuf> = {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&dist)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "iso"))
+            .collect();
+        v.sort();
+        v
+    };
+    assert!(!isos.is_empty());
+    for iso in isos {
+        let x = tempfile::tempdir().unwrap();
+        run_ok(
+            Command::new("bsdtar")
+                .arg("-xf")
+                .arg(&iso)
+                .arg("-C")
+                .arg(x.path()),
+        );
+        gpg_verify(&key, &x.path().join("CONTENTS.json"));
+        for sbom in [
+            x.path().join("sbom.spdx.json"),
+            iso.with_extension("spdx.json"),
+        ] {
+            let o = run(Command::new("pyspdxtools").arg("-i").arg(&sbom));
+            assert!(
+                o.status.success(),
+                "pyspdxtools -i {}: {o:?}",
+                sbom.display()
+            );
+        }
+        // Every file of the ISO but the index and its signature is in the index, with its
+        // size and sha256, and nothing else is.
+        let index =
+            ContentIndex::from_json_slice(&std::fs::read(x.path().join("CONTENTS.json")).unwrap())
+                .unwrap();
+        let mut on_disk = Vec::new();
+        for e in walkdir::WalkDir::new(x.path()).sort_by_file_name() {
+            let e = e.unwrap();
+            let rel = e
+                .path()
+                .strip_prefix(x.path())
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if e.file_type().is_file() && !rel.starts_with("CONTENTS.json") {
+                on_disk.push((
+                    rel,
+                    e.metadata().unwrap().len(),
+                    buildchain::fsutil::sha256_file(e.path()).unwrap(),
+                ));
+            }
+        }
+        let listed: Vec<(String, u64, String)> = index
+            .files
+            .iter()
+            .map(|f| (f.path.clone(), f.size, f.sha256.clone()))
+            .collect();
+        assert_eq!(listed, on_disk, "{}", iso.display());
+        assert!(!index.images.is_empty());
+        for img in &index.images {
+            assert!(img.digest.starts_with("sha256:"));
+            assert_eq!(
+                img.platforms,
+                vec!["linux/amd64".to_string()],
+                "{}",
+                img.name
+            );
+            for b in &img.blobs {
+                let hex = b.digest.strip_prefix("sha256:").unwrap();
+                let p = x
+                    .path()
+                    .join("images")
+                    .join(&img.name)
+                    .join(&img.tag)
+                    .join(hex);
+                assert_eq!(
+                    std::fs::metadata(&p).unwrap().len(),
+                    b.size,
+                    "{}",
+                    p.display()
+                );
+            }
+        }
+        assert_eq!(index.product["name"], "example-solution");
+    }
+}

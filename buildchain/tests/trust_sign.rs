@@ -548,3 +548,27 @@ fn signed_solution_isos_carry_a_signed_index_and_an_sbom() {
         assert_eq!(index.product["name"], "example-solution");
     }
 }
+
+#[test]
+fn a_signing_key_that_is_not_a_secret_key_is_a_usage_error_naming_the_file() {
+    let co = checkout();
+    let store = tempfile::tempdir().unwrap();
+    let bad = co.path().join("not-a-key.asc");
+    std::fs::write(&bad, "hello\n").unwrap();
+    let o = build(
+        co.path(),
+        store.path(),
+        &[],
+        &[("BUILDCHAIN_SIGNING_KEY", &bad)],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!(
+            "BUILDCHAIN_SIGNING_KEY: {}: not an armored OpenPGP secret key",
+            bad.display()
+        )),
+        "{err}"
+    );
+    assert!(!co.path().join("_build/root").exists());
+}

@@ -320,3 +320,110 @@ pub fn write_index(
     )?);
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fsutil::sha256_bytes;
+
+    fn put(dir: &Path, bytes: &[u8]) -> String {
+        let hex = sha256_bytes(bytes);
+        std::fs::write(dir.join(&hex), bytes).unwrap();
+        hex
+    }
+
+    /// An index with two platforms of which one is kept: the entry lists the kept child
+    /// manifest, its config and layer, and only the kept platform.
+    #[test]
+    fn index_layout_lists_kept_platforms_and_their_blobs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let dir = root.join("images/tools/extra/2.0");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("version"), DIR_VERSION).unwrap();
+        let cfg = br#"{"os":"linux","architecture":"arm64","variant":"v8"}"#;
+        let cfg_hex = put(&dir, cfg);
+        let layer_hex = put(&dir, b"layer bytes");
+        let child = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{cfg_hex}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:{layer_hex}","size":11}}]}}"#,
+            cfg.len()
+        );
+        let child_hex = sha256_bytes(child.as_bytes());
+        std::fs::write(dir.join(format!("{child_hex}.manifest.json")), &child).unwrap();
+        let absent = "e".repeat(64);
+        let top = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{absent}","size":9,"platform":{{"os":"linux","architecture":"amd64"}}}},{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{child_hex}","size":{},"platform":{{"os":"linux","architecture":"arm64","variant":"v8"}}}}]}}"#,
+            child.len()
+        );
+        std::fs::write(dir.join("manifest.json"), &top).unwrap();
+
+        let images = scan_images(root).unwrap();
+        assert_eq!(images.len(), 1);
+        let img = &images[0];
+        assert_eq!(
+            (img.name.as_str(), img.tag.as_str()),
+            ("tools/extra", "2.0")
+        );
+        assert_eq!(
+            img.digest,
+            format!("sha256:{}", sha256_bytes(top.as_bytes()))
+        );
+        assert_eq!(img.media_type, "application/vnd.oci.image.index.v1+json");
+        assert_eq!(img.platforms, vec!["linux/arm64/v8".to_string()]);
+        let mut want = vec![
+            (format!("sha256:{cfg_hex}"), cfg.len() as u64),
+            (format!("sha256:{layer_hex}"), 11),
+            (format!("sha256:{child_hex}"), child.len() as u64),
+        ];
+        want.sort();
+        let got: Vec<(String, u64)> = img
+            .blobs
+            .iter()
+            .map(|b| (b.digest.clone(), b.size))
+            .collect();
+        assert_eq!(got, want);
+
+        // Files: blobs by name, everything else hashed; the index itself is left out.
+        std::fs::write(root.join(CONTENTS_FILE), b"{}").unwrap();
+        let hashed = std::sync::Mutex::new(Vec::new());
+        let hash = |p: &Path| {
+            hashed.lock().unwrap().push(rel(p, root));
+            crate::fsutil::sha256_file(p)
+        };
+        let files = scan_files(root, &hash).unwrap();
+        assert_eq!(files.len(), 5);
+        assert!(files.iter().all(|f| f.path != CONTENTS_FILE));
+        for f in &files {
+            assert_eq!(
+                f.sha256,
+                crate::fsutil::sha256_file(&root.join(&f.path)).unwrap(),
+                "{}",
+                f.path
+            );
+        }
+        let mut hashed = hashed.into_inner().unwrap();
+        hashed.sort();
+        assert_eq!(
+            hashed,
+            vec![
+                format!("images/tools/extra/2.0/{child_hex}.manifest.json"),
+                "images/tools/extra/2.0/manifest.json".to_string(),
+                "images/tools/extra/2.0/version".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_non_rpm_named_rpm_is_an_error_naming_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("bad.rpm");
+        std::fs::write(&p, b"not an rpm").unwrap();
+        let hash = |p: &Path| crate::fsutil::sha256_file(p);
+        let err = scan_rpms(tmp.path(), &hash).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{}: not an RPM: ", p.display())),
+            "{err}"
+        );
+    }
+}

@@ -169,8 +169,38 @@ fn same_bytes_across_paths_umask_host_tz_and_locale() {
         .iter()
         .filter(|f| std::fs::read(a.path().join(f)).unwrap() != std::fs::read(b.join(f)).unwrap())
         .collect();
+    let explained: Vec<String> = differ
+        .iter()
+        .map(|f| {
+            if !f.ends_with(".iso") {
+                return f.to_string();
+            }
+            if listing(&a.path().join(f)).0 == listing(&b.join(f)).0 {
+                format!("{f} (only Rock Ridge file modes differ)")
+            } else {
+                format!("{f} (content or names differ)")
+            }
+        })
+        .collect();
     assert!(
         differ.is_empty(),
-        "files that differ between the two builds: {differ:?}"
+        "files that differ between the two builds: {explained:?}"
     );
+}
+
+/// `isoinfo -R -l` of an ISO as (listing without the mode column, mode column).
+fn listing(iso: &Path) -> (String, String) {
+    require_tool("isoinfo");
+    let o = run_ok(Command::new("isoinfo").args(["-R", "-l", "-i"]).arg(iso));
+    let (mut rest, mut modes) = (String::new(), String::new());
+    for l in String::from_utf8_lossy(&o.stdout).lines() {
+        if l.len() > 10 && matches!(l.as_bytes()[0], b'd' | b'-' | b'l') {
+            modes.push_str(&l[..10]);
+            rest.push_str(&l[10..]);
+        } else {
+            rest.push_str(l);
+        }
+        rest.push('\n');
+    }
+    (rest, modes)
 }

@@ -316,6 +316,58 @@ fn signed_iso_passes_gpg_rpm_dnf_and_pyspdxtools() {
     );
     assert!(tmp.path().join("root-ok/opt/trust-probe").is_file());
 
+    // …refuses an unsigned RPM even in repodata that is correctly signed…
+    let unsigned_co = checkout();
+    ok(build(unsigned_co.path(), store.path(), &[], &[]));
+    let swapped = tmp.path().join("repo-unsigned");
+    testkit::copy_tree(&repo, &swapped);
+    let probe_name = rpms(&repo)
+        .into_iter()
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("trust-probe-")
+        })
+        .unwrap();
+    let probe_name = probe_name.file_name().unwrap();
+    std::fs::copy(
+        unsigned_co.path().join(REPO).join(probe_name),
+        swapped.join(probe_name),
+    )
+    .unwrap();
+    run_ok(
+        Command::new(BIN)
+            .args(["packaging", "repodata"])
+            .arg(&swapped)
+            .env("SOURCE_DATE_EPOCH", SDE),
+    );
+    let repomd = swapped.join("repodata/repomd.xml");
+    // (our repodata writer drops the now stale repomd.xml.asc itself)
+    assert!(!swapped.join("repodata/repomd.xml.asc").exists());
+    run_ok(
+        key.gpg()
+            .args(["--armor", "--detach-sign", "--output"])
+            .arg(swapped.join("repodata/repomd.xml.asc"))
+            .arg(&repomd),
+    );
+    gpg_verify(&key, &repomd);
+    let o = dnf_install(
+        &tmp.path().join("root-unsigned"),
+        &swapped,
+        &tmp.path().join("repos-unsigned"),
+    );
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!o.status.success(), "dnf installed an unsigned RPM: {all}");
+    assert!(
+        all.contains("trust-probe-1.0-1.el8.noarch.rpm is not signed"),
+        "{all}"
+    );
+
     // …and refuses a tampered RPM, and a tampered repomd.xml.
     for (what, tamper) in [("rpm", 0), ("repomd.xml", 1)] {
         let copy = tmp.path().join(format!("repo-{what}"));

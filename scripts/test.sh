@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(xorriso genisoimage isomd5sum libarchive-tools skopeo docker-registry nginx rpm
   createrepo-c python3-createrepo-c dnf dnf-plugins-core oci-image-tool python3-yaml time
-  containerd podman python3-jinja2 libzypp1722 zypper-common libaugeas0 busybox-static)
+  containerd podman python3-jinja2 libzypp1722 zypper-common libaugeas0 busybox-static gnupg)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -19,6 +19,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # Debian installs services but policy-rc.d keeps them stopped; tests start their own on 127.0.0.1.
 python3 -c 'import pycdlib, yaml, jinja2' 2>/dev/null || python3 -m pip install -q pycdlib PyYAML Jinja2
+command -v pyspdxtools >/dev/null || python3 -m pip install -q spdx-tools
 # zypper: Debian's dnf-plugins-core declares `Breaks: zypper`, so its .deb is unpacked privately
 # (its libraries come from apt above); the deployment test runs $BUILDCHAIN_ZYPPER.
 ZYPPER_DIR="${BUILDCHAIN_ZYPPER_DIR:-/opt/buildchain/zypper}"

@@ -173,7 +173,11 @@ fn editing_one_salt_file_reruns_only_its_dependents() {
     ran.sort();
     assert_eq!(
         ran,
-        vec!["populate_iso:SHA256SUMS".to_string(), task.to_string()]
+        vec![
+            "populate_iso:CONTENTS.json".to_string(),
+            "populate_iso:SHA256SUMS".to_string(),
+            task.to_string()
+        ]
     );
     let deployed =
         std::fs::read_to_string(repo.root().join("salt/metalk8s/archives/mounted.sls")).unwrap();

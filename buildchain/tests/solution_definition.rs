@@ -51,6 +51,7 @@ fn manifest_yaml_is_pyyaml_safe() {
         epoch: 0,
         host: "yes".into(),
         git_revision: "1e10".into(),
+        signer: None,
     };
     let m = manifest_yaml(&def, "2.0.0-dev", &info).unwrap();
     let out = testkit::run_ok(

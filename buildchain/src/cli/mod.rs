@@ -48,6 +48,11 @@ pub struct GraphOptions {
     /// Inventory profile: `default` (offline) or `release` (adds pinned upstream images/RPMs).
     #[arg(long, value_parser = ["default", "release"], global = true)]
     pub profile: Option<String>,
+    /// Armored OpenPGP secret key that signs RPMs, repodata and /CONTENTS.json
+    /// (BUILDCHAIN_SIGNING_KEY; its passphrase from BUILDCHAIN_SIGNING_PASSPHRASE_FILE).
+    /// Without it the build is unsigned.
+    #[arg(long, global = true)]
+    pub signing_key: Option<PathBuf>,
 }
 
 #[derive(Parser, Debug)]
@@ -253,6 +258,7 @@ fn merge_opts(a: GraphOptions, b: GraphOptions) -> GraphOptions {
         project_name: b.project_name.or(a.project_name),
         build_root: b.build_root.or(a.build_root),
         profile: b.profile.or(a.profile),
+        signing_key: b.signing_key.or(a.signing_key),
     }
 }
 
@@ -288,6 +294,13 @@ fn load(opts: &GraphOptions) -> Result<(Settings, engine::Graph)> {
     }
     if let Some(p) = &opts.profile {
         overrides.insert("BUILDCHAIN_PROFILE".to_string(), p.clone());
+    }
+    if let Some(k) = &opts.signing_key {
+        let cwd = std::env::current_dir().context("cannot read the current directory")?;
+        overrides.insert(
+            "BUILDCHAIN_SIGNING_KEY".to_string(),
+            cwd.join(k).display().to_string(),
+        );
     }
     let settings = Settings::load(&repo, &overrides).map_err(|e| UsageError(format!("{e:#}")))?;
     let graph = crate::tasks::build_graph(&settings).map_err(|e| UsageError(format!("{e:#}")))?;

@@ -52,6 +52,12 @@ pub struct Settings {
     pub store_root: PathBuf,
     /// Every raw setting that was resolved (for `info` and value inputs).
     pub raw: BTreeMap<String, String>,
+    /// `BUILDCHAIN_SIGNING_KEY`: armored OpenPGP secret key (absolute), `None` = unsigned build.
+    pub signing_key: Option<PathBuf>,
+    /// `BUILDCHAIN_SIGNING_PASSPHRASE_FILE`: its passphrase (first line), when it has one.
+    pub signing_passphrase_file: Option<PathBuf>,
+    /// The loaded signing key, `None` for an unsigned build (the default).
+    pub signer: Option<std::sync::Arc<crate::trust::signing::SigningKey>>,
 }
 
 /// Names of the settings read from flags/env/`.env`.
@@ -61,6 +67,8 @@ pub const SETTING_NAMES: &[&str] = &[
     "SOURCE_DATE_EPOCH",
     "BUILDCHAIN_PROFILE",
     "BUILDCHAIN_STORE",
+    "BUILDCHAIN_SIGNING_KEY",
+    "BUILDCHAIN_SIGNING_PASSPHRASE_FILE",
 ];
 
 /// Parses a `SOURCE_DATE_EPOCH` value: empty (or blank) means unset; anything else must be a
@@ -168,6 +176,22 @@ impl Settings {
             .map(PathBuf::from)
             .unwrap_or_else(crate::store::Store::default_root);
         let version = Version::from_file(&repo_root.join("VERSION"))?;
+        // Relative key paths are relative to the repository root (the flag is made absolute
+        // against the working directory by the CLI).
+        let path_setting = |name: &str| {
+            raw.get(name)
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| repo_root.join(v))
+        };
+        let signing_key = path_setting("BUILDCHAIN_SIGNING_KEY");
+        let signing_passphrase_file = path_setting("BUILDCHAIN_SIGNING_PASSPHRASE_FILE");
+        let signer = match &signing_key {
+            None => None,
+            Some(k) => Some(std::sync::Arc::new(
+                crate::trust::signing::SigningKey::load(k, signing_passphrase_file.as_deref())
+                    .context("BUILDCHAIN_SIGNING_KEY")?,
+            )),
+        };
         Ok(Settings {
             iso_root: build_root.join("root"),
             dist_dir: repo_root.join("dist"),
@@ -179,6 +203,9 @@ impl Settings {
             profile,
             store_root,
             raw,
+            signing_key,
+            signing_passphrase_file,
+            signer,
         })
     }
 }

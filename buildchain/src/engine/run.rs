@@ -188,10 +188,16 @@ impl<'g> Engine<'g> {
 
     /// Computes whether `task` is up to date against the last recorded success.
     pub fn decide(&self, task: &Task) -> Result<Decision> {
+        let excluded: Vec<PathBuf> = task
+            .outputs
+            .iter()
+            .chain(&task.input_excludes)
+            .cloned()
+            .collect();
         let mut inputs = input_signatures(
             &self.cache,
             &task.inputs,
-            &task.outputs,
+            &excluded,
             &self.opts.display_root,
         )?;
         let declared: Vec<String> = task

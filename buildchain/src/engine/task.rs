@@ -44,6 +44,9 @@ pub struct Task {
     pub outputs: Vec<PathBuf>,
     /// `None` for grouping tasks (they only have dependencies).
     pub action: Option<Action>,
+    /// Files left out of tree inputs besides the task's outputs (files later tasks write into
+    /// the same tree).
+    pub input_excludes: Vec<PathBuf>,
 }
 
 impl fmt::Debug for Task {
@@ -70,7 +73,13 @@ impl Task {
             inputs: Vec::new(),
             outputs: Vec::new(),
             action: None,
+            input_excludes: Vec::new(),
         }
+    }
+    /// Leaves `path` out of this task's tree inputs.
+    pub fn exclude_input(mut self, path: impl AsRef<Path>) -> Self {
+        self.input_excludes.push(path.as_ref().to_path_buf());
+        self
     }
     /// Sets the one-line description.
     pub fn doc(mut self, doc: impl Into<String>) -> Self {

@@ -73,8 +73,15 @@ pub fn parse_dependency(s: &str, what: &str) -> Result<Dependency> {
     }
 }
 
-/// Builds the package in memory. `source_date` stamps every time field.
-pub fn build_package(l: &LoadedDef, vars: &Vars, source_date: u32) -> Result<rpm::Package> {
+/// Builds the package in memory. `source_date` stamps every time field. `product_key` is
+/// `(file name, public key)`: a file whose `src` has that file name gets the key as content (the
+/// signing key of a signed build replaces the in-repo key).
+pub fn build_package(
+    l: &LoadedDef,
+    vars: &Vars,
+    source_date: u32,
+    product_key: Option<(&str, &[u8])>,
+) -> Result<rpm::Package> {
     let d = &l.def;
     let file = l.path.display().to_string();
     let n = nevra(l, vars)?;
@@ -131,6 +138,13 @@ pub fn build_package(l: &LoadedDef, vars: &Vars, source_date: u32) -> Result<rpm
     for (i, f) in d.files.iter().enumerate() {
         let what = format!("{file}: files[{i}] ({})", f.dest);
         let mut bytes = match (&f.src, &f.content) {
+            (Some(s), _)
+                if product_key.is_some_and(|(name, _)| {
+                    Path::new(&s.value).file_name() == Some(std::ffi::OsStr::new(name))
+                }) =>
+            {
+                product_key.map(|(_, k)| k.to_vec()).unwrap_or_default()
+            }
             (Some(s), _) => {
                 let p = l.base_dir().join(&s.value);
                 std::fs::read(&p).with_context(|| {
@@ -229,9 +243,29 @@ pub fn build_package(l: &LoadedDef, vars: &Vars, source_date: u32) -> Result<rpm
         .with_context(|| format!("{file}: cannot build package {}", d.name))
 }
 
-/// Builds the package and writes it atomically to `dest`; returns the sha256 (hex) of the RPM.
+/// Builds the package, unsigned, and writes it atomically to `dest`; returns the sha256 (hex) of
+/// the RPM.
 pub fn build_to(l: &LoadedDef, vars: &Vars, source_date: u32, dest: &Path) -> Result<String> {
-    let pkg = build_package(l, vars, source_date)?;
+    build_to_signed(l, vars, source_date, dest, None, None)
+}
+
+/// [`build_to`], signed with `signer` (at `source_date`, or the key's creation time when later)
+/// when given; `product_key` as for [`build_package`].
+pub fn build_to_signed(
+    l: &LoadedDef,
+    vars: &Vars,
+    source_date: u32,
+    dest: &Path,
+    signer: Option<&crate::trust::signing::SigningKey>,
+    product_key: Option<(&str, &[u8])>,
+) -> Result<String> {
+    let mut pkg = build_package(l, vars, source_date, product_key)?;
+    if let Some(k) = signer {
+        let t = u32::try_from(k.signature_time(u64::from(source_date)))
+            .context("signature time beyond 2106")?;
+        pkg.sign_with_timestamp(k.rpm_signer()?, t)
+            .map_err(|e| anyhow::anyhow!("cannot sign {}: {e}", dest.display()))?;
+    }
     let mut bytes = Vec::new();
     pkg.write(&mut bytes)
         .with_context(|| format!("cannot serialise {}", dest.display()))?;

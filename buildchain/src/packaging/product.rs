@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -13,6 +14,7 @@ use super::repodata::{self, RepodataOptions};
 use super::spec::{self, LoadedDef, Vars};
 use crate::config::{Profile, Settings};
 use crate::store::Store;
+use crate::trust::signing::SigningKey;
 
 /// `repositories.yaml`.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -51,6 +53,8 @@ pub struct Product {
     pub with_lock: bool,
     /// `<iso_root>`.
     pub iso_root: PathBuf,
+    /// Signs the RPMs built here and every `repomd.xml` (`None`: unsigned build).
+    pub signer: Option<Arc<SigningKey>>,
 }
 
 /// A package built here.
@@ -123,12 +127,29 @@ impl Product {
                 .unwrap_or(build::DEFAULT_SOURCE_DATE),
             with_lock: s.profile == Profile::Release,
             iso_root: s.iso_root.clone(),
+            signer: s.signer.clone(),
         }
     }
 
-    /// Placeholder values.
+    /// Placeholder values; `{{ gpgcheck }}` is `1` in a signed build, else `0`.
     pub fn vars(&self) -> Vars {
-        Vars::new(&self.product_version, &self.project, self.major)
+        let mut v = Vars::new(&self.product_version, &self.project, self.major);
+        v.set("gpgcheck", if self.signer.is_some() { "1" } else { "0" });
+        v
+    }
+
+    /// `RPM-GPG-KEY-<project>`: the file name of the product key. In a signed build a key file
+    /// of that name (in a repository or packaged) is the signing key's public key.
+    pub fn product_key_name(&self) -> String {
+        format!("RPM-GPG-KEY-{}", self.project)
+    }
+
+    /// The public key shipped as [`Self::product_key_name`] (signed builds only).
+    pub fn product_public_key(&self) -> Result<Option<Vec<u8>>> {
+        self.signer
+            .as_ref()
+            .map(|k| k.public_key_armored())
+            .transpose()
     }
 
     /// Directory of repository `repo` in the ISO tree.
@@ -251,7 +272,16 @@ impl Product {
     /// Builds one package into its repository directory; returns the RPM path.
     pub fn build_rpm(&self, p: &PlannedPackage) -> Result<PathBuf> {
         let dest = self.repo_dir(&p.repository).join(p.nevra.file_name());
-        build::build_to(&p.def, &self.vars(), self.source_date, &dest)?;
+        let key = self.product_public_key()?;
+        let swap = key.as_deref().map(|k| (self.product_key_name(), k));
+        build::build_to_signed(
+            &p.def,
+            &self.vars(),
+            self.source_date,
+            &dest,
+            self.signer.as_deref(),
+            swap.as_ref().map(|(n, k)| (n.as_str(), *k)),
+        )?;
         Ok(dest)
     }
 
@@ -300,7 +330,10 @@ impl Product {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let dest = dir.join(&name);
-            let bytes = std::fs::read(k).with_context(|| format!("cannot read {}", k.display()))?;
+            let bytes = match self.product_public_key()? {
+                Some(public) if name == self.product_key_name() => public,
+                _ => std::fs::read(k).with_context(|| format!("cannot read {}", k.display()))?,
+            };
             crate::fsutil::write_if_changed(&dest, &bytes, Some(0o644))?;
             keys.insert(name);
             files.push(dest);
@@ -336,6 +369,17 @@ impl Product {
             },
         )?;
         files.extend(out.files);
+        let repomd = dir.join("repodata").join("repomd.xml");
+        let bytes =
+            std::fs::read(&repomd).with_context(|| format!("cannot read {}", repomd.display()))?;
+        if let Some(asc) = crate::trust::signing::write_detached(
+            self.signer.as_deref(),
+            &repomd,
+            &bytes,
+            u64::from(self.source_date),
+        )? {
+            files.push(asc);
+        }
         Ok(files)
     }
 }

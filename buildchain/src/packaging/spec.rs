@@ -4,7 +4,8 @@
 //! dependencies, the files it installs (taken from the repository, with modes and owners, optionally
 //! rendered as templates), its directories, scriptlets and changelog. String fields may use the
 //! placeholders of [`Vars`]: `{{ version }}` (the product version, RPM-safe), `{{ dist }}`
-//! (`.el<major>`), `{{ product_version }}`, `{{ project }}`, `{{ major }}`.
+//! (`.el<major>`), `{{ product_version }}`, `{{ project }}`, `{{ major }}`, and (set by the
+//! product) `{{ gpgcheck }}`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -102,11 +102,17 @@ pub fn git_describe(repo: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// The host name (or `unknown`).
-pub fn build_host() -> String {
+/// Build host recorded when `SOURCE_DATE_EPOCH` is set and `BUILD_HOST` is not: a reproducible
+/// build records no fact of the machine that ran it.
+pub const REPRODUCIBLE_BUILD_HOST: &str = "buildchain";
+
+/// `BUILD_HOST` when set; else [`REPRODUCIBLE_BUILD_HOST`] when `reproducible`
+/// (`SOURCE_DATE_EPOCH` is set); else the host name (or `unknown`).
+pub fn build_host(reproducible: bool) -> String {
     std::env::var("BUILD_HOST")
         .ok()
         .filter(|h| !h.is_empty())
+        .or_else(|| reproducible.then(|| REPRODUCIBLE_BUILD_HOST.to_string()))
         .or_else(|| {
             std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .ok()
@@ -181,7 +187,7 @@ impl ProductInfo {
             short_version: settings.version.short(),
             git: git_describe(&settings.repo_root),
             development_release: settings.version.is_development(),
-            build_host: build_host(),
+            build_host: build_host(settings.source_date_epoch.is_some()),
         }
     }
 

@@ -28,10 +28,12 @@ pub const ANNOTATION_PREFIX: &str = "solutions.metalk8s.scality.com/";
 pub struct BuildInfo {
     /// Unix time (`SOURCE_DATE_EPOCH`, else the last commit time, else 0).
     pub epoch: u64,
-    /// Build host (`BUILD_HOST`, else the host name).
+    /// Build host (`BUILD_HOST`, else `buildchain` with `SOURCE_DATE_EPOCH`, else the host name).
     pub host: String,
     /// Git revision of the definition directory (`unknown` outside git).
     pub git_revision: String,
+    /// Signs `CONTENTS.json` (`BUILDCHAIN_SIGNING_KEY`); `None`: an unsigned build.
+    pub signer: Option<std::sync::Arc<crate::trust::signing::SigningKey>>,
 }
 
 impl BuildInfo {
@@ -55,20 +57,26 @@ impl BuildInfo {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0),
         };
-        let host = std::env::var("BUILD_HOST")
-            .ok()
-            .filter(|s| !s.is_empty())
-            .or_else(|| {
-                std::fs::read_to_string("/proc/sys/kernel/hostname")
-                    .ok()
-                    .map(|s| s.trim().to_string())
-            })
-            .unwrap_or_else(|| "unknown".into());
+        let sde = crate::config::source_date_epoch_from_env()?;
+        let host = crate::product::build_host(sde.is_some());
         let git_revision = git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into());
+        let signer = match std::env::var_os("BUILDCHAIN_SIGNING_KEY").filter(|v| !v.is_empty()) {
+            Some(k) => {
+                let pass = std::env::var_os("BUILDCHAIN_SIGNING_PASSPHRASE_FILE")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from);
+                Some(std::sync::Arc::new(
+                    crate::trust::signing::SigningKey::load(Path::new(&k), pass.as_deref())
+                        .context("BUILDCHAIN_SIGNING_KEY")?,
+                ))
+            }
+            None => None,
+        };
         Ok(BuildInfo {
             epoch,
             host,
             git_revision,
+            signer,
         })
     }
 }
@@ -250,6 +258,38 @@ pub fn assemble(
     Ok(())
 }
 
+/// Writes `/sbom.spdx.json`, then `/CONTENTS.json` and (signed) `/CONTENTS.json.asc` into the
+/// assembled tree `root`; returns the SBOM bytes.
+pub fn write_trust_files(
+    def: &Definition,
+    version: &str,
+    root: &Path,
+    info: &BuildInfo,
+) -> Result<Vec<u8>> {
+    let hash = |p: &Path| fsutil::sha256_file(p);
+    let images = crate::trust::index::scan_images(root)?;
+    let name = format!("{}-{version}", def.name);
+    let registry = format!("metalk8s-registry-from-config.invalid/{name}");
+    let sbom = crate::trust::sbom::sbom_json(&crate::trust::sbom::SbomInput {
+        name: &name,
+        version,
+        namespace: &def.name,
+        registry: &registry,
+        created: info.epoch,
+        images: &images,
+        rpms: &[],
+    })?;
+    fsutil::write_if_changed(&root.join("sbom.spdx.json"), &sbom, Some(0o644))?;
+    let product = BTreeMap::from([
+        ("display_name".to_string(), def.display_name.clone()),
+        ("name".to_string(), def.name.clone()),
+        ("version".to_string(), version.to_string()),
+    ]);
+    let index = crate::trust::index::build_index(root, product, Some(info.epoch), &hash)?;
+    crate::trust::index::write_index(root, &index, info.signer.as_deref(), info.epoch)?;
+    Ok(sbom)
+}
+
 /// One built ISO.
 #[derive(Clone, Debug)]
 pub struct Built {
@@ -288,6 +328,12 @@ pub fn build_version(
         .with_context(|| format!("cannot create a temp dir in {}", outdir.display()))?;
     let root = tmp.path().join("root");
     assemble(def, dir, version, &root, store, info)?;
+    let sbom = write_trust_files(def, version, &root, info)?;
+    fsutil::write_if_changed(
+        &outdir.join(format!("{}-{version}.spdx.json", def.name)),
+        &sbom,
+        Some(0o644),
+    )?;
     let mut report = Report {
         source: root.display().to_string(),
         ..Report::default()

@@ -21,8 +21,10 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
     let store_root = settings.store_root.clone();
     let mut tasks = Vec::new();
     let mut all = Vec::new();
+    let signing = crate::trust::signing::describe(settings.signer.as_deref());
     let common = |t: Task| {
-        t.value("project", product.project.clone())
+        t.value("signing key", signing.clone())
+            .value("project", product.project.clone())
             .value("product version", product.product_version.clone())
             .value("source date", product.source_date.to_string())
     };

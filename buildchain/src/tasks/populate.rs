@@ -1,14 +1,48 @@
 //! `populate_iso`: everything under `_build/root` — scripts at the root, `product.txt`, the
-//! Salt tree, images, packages — and finally the `/SHA256SUMS` content manifest.
+//! Salt tree, images, packages — then, in this order, `/sbom.spdx.json`, the `/SHA256SUMS`
+//! content manifest, the `/CONTENTS.json` content index and (signed builds) its signature.
 
 use std::fmt::Write as _;
 
 use anyhow::{Context, Result};
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
 use super::rel_name;
 use crate::config::Settings;
 use crate::engine::Task;
 use crate::product::{self, PlatformVersions, ProductInfo};
+use crate::trust::contents::{CONTENTS_FILE, CONTENTS_SIGNATURE_FILE};
+
+/// The SBOM at the ISO root.
+pub const SBOM_FILE: &str = "sbom.spdx.json";
+
+/// `dist/<name>-<version>.spdx.json`: the SBOM beside the ISO.
+pub fn sbom_dist_path(settings: &Settings) -> PathBuf {
+    settings.iso_path().with_extension("spdx.json")
+}
+
+/// Reads `KEY=value` lines of `product.txt` (values as [`product::shell_quote`] writes them).
+pub fn read_product_txt(path: &Path) -> Result<BTreeMap<String, String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut out = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            anyhow::bail!("{}:{}: expected KEY=value", path.display(), i + 1);
+        };
+        let v = match v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
+            Some(inner) => inner.replace("'\\''", "'"),
+            None => v.to_string(),
+        };
+        out.insert(k.to_string(), v);
+    }
+    Ok(out)
+}
 
 /// `populate_iso:*` tasks and the `populate_iso` group.
 pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
@@ -63,32 +97,146 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
     let mut content_deps: Vec<String> = out.iter().map(|t| t.name.clone()).collect();
     content_deps.extend(["salt_tree", "images", "packaging"].map(String::from));
 
-    // SHA256SUMS: sha256 of every other regular file of the tree.
-    let sums = settings.iso_root.join("SHA256SUMS");
     let root = settings.iso_root.clone();
-    let s = sums.clone();
+    let sums = root.join("SHA256SUMS");
+    let sbom = root.join(SBOM_FILE);
+    let contents = root.join(CONTENTS_FILE);
+    let contents_asc = root.join(CONTENTS_SIGNATURE_FILE);
+    let dist_sbom = sbom_dist_path(settings);
+    let signer = settings.signer.clone();
+    let signing = crate::trust::signing::describe(signer.as_deref());
+    let created = settings.timestamp();
+
+    // sbom.spdx.json (and its copy beside the ISO): every image and RPM of the tree.
+    let (r, sb, dsb) = (root.clone(), sbom.clone(), dist_sbom.clone());
+    let name = settings
+        .iso_path()
+        .file_stem()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let version = settings.version.full();
+    let namespace = settings.project_lower();
+    let registry = crate::tasks::images::tarball_repo_prefix(settings)
+        .trim_end_matches('/')
+        .to_string();
+    out.push(
+        Task::new(format!("populate_iso:{SBOM_FILE}"))
+            .doc("write the SPDX SBOM of the ISO tree (/sbom.spdx.json and dist/)")
+            .deps(content_deps.clone())
+            .input_tree(settings.iso_root.join("images"))
+            .input_tree(settings.iso_root.join("packages"))
+            .value("created", created.to_string())
+            .output(&sbom)
+            .output(&dist_sbom)
+            .action(move |ctx| {
+                let hash = |p: &Path| ctx.sha256(p);
+                let images = crate::trust::index::scan_images(&r)?;
+                let rpms = crate::trust::index::scan_rpms(&r, &hash)?;
+                let bytes = crate::trust::sbom::sbom_json(&crate::trust::sbom::SbomInput {
+                    name: &name,
+                    version: &version,
+                    namespace: &namespace,
+                    registry: &registry,
+                    created,
+                    images: &images,
+                    rpms: &rpms,
+                })?;
+                crate::fsutil::write_if_changed(&sb, &bytes, Some(0o644))?;
+                crate::fsutil::write_if_changed(&dsb, &bytes, Some(0o644))?;
+                Ok(())
+            }),
+    );
+    content_deps.push(format!("populate_iso:{SBOM_FILE}"));
+
+    // SHA256SUMS: sha256 of every other regular file of the tree except the content index.
+    let (r, s) = (root.clone(), sums.clone());
+    let skip = [contents.clone(), contents_asc.clone()];
     out.push(
         Task::new("populate_iso:SHA256SUMS")
             .doc("write the /SHA256SUMS content manifest of the ISO tree")
             .deps(content_deps.clone())
             .input_tree(&settings.iso_root)
+            .exclude_input(&contents)
+            .exclude_input(&contents_asc)
             .output(&sums)
             .action(move |ctx| {
                 let mut text = String::new();
-                let files = crate::engine::signature::walk_tree(&root)?;
+                let files = crate::engine::signature::walk_tree(&r)?;
                 for f in files {
-                    if f == s || !std::fs::symlink_metadata(&f)?.is_file() {
+                    if f == s || skip.contains(&f) || !std::fs::symlink_metadata(&f)?.is_file() {
                         continue;
                     }
                     let hex = ctx
                         .sha256(&f)
                         .with_context(|| format!("cannot hash {}", f.display()))?;
-                    let _ = writeln!(text, "{hex}  ./{}", rel_name(&f, &root));
+                    let _ = writeln!(text, "{hex}  ./{}", rel_name(&f, &r));
                 }
                 crate::fsutil::write_if_changed(&s, text.as_bytes(), Some(0o644)).map(|_| ())
             }),
     );
     content_deps.push("populate_iso:SHA256SUMS".into());
+
+    // CONTENTS.json: the content index (files, images, RPMs), then its signature.
+    let (r, sde) = (root.clone(), settings.source_date_epoch);
+    out.push(
+        Task::new(format!("populate_iso:{CONTENTS_FILE}"))
+            .doc("write the /CONTENTS.json content index of the ISO tree")
+            .deps(content_deps.clone())
+            .input_tree(&settings.iso_root)
+            .exclude_input(&contents_asc)
+            .value("SOURCE_DATE_EPOCH", format!("{sde:?}"))
+            .output(&contents)
+            .action(move |ctx| {
+                let hash = |p: &Path| ctx.sha256(p);
+                let product = read_product_txt(&r.join("product.txt"))?;
+                let index = crate::trust::index::build_index(&r, product, sde, &hash)?;
+                let bytes = index
+                    .to_json_bytes()
+                    .context("cannot serialise CONTENTS.json")?;
+                crate::fsutil::write_if_changed(&r.join(CONTENTS_FILE), &bytes, Some(0o644))
+                    .map(|_| ())
+            }),
+    );
+    content_deps.push(format!("populate_iso:{CONTENTS_FILE}"));
+    match signer {
+        Some(key) => {
+            let c = contents.clone();
+            out.push(
+                Task::new(format!("populate_iso:{CONTENTS_SIGNATURE_FILE}"))
+                    .doc("sign /CONTENTS.json (detached, armored)")
+                    .deps(content_deps.clone())
+                    .input_file(&contents)
+                    .value("signing key", signing)
+                    .value("signature time", created.to_string())
+                    .output(&contents_asc)
+                    .action(move |_| {
+                        let bytes = std::fs::read(&c)
+                            .with_context(|| format!("cannot read {}", c.display()))?;
+                        crate::trust::signing::write_detached(Some(&key), &c, &bytes, created)?;
+                        Ok(())
+                    }),
+            );
+            content_deps.push(format!("populate_iso:{CONTENTS_SIGNATURE_FILE}"));
+        }
+        None => {
+            // An unsigned build says so, and leaves no stale signature behind.
+            let c = contents.clone();
+            out.push(
+                Task::new("populate_iso:unsigned")
+                    .doc("unsigned build: no /CONTENTS.json.asc, no RPM or repodata signatures")
+                    .deps(content_deps.clone())
+                    .value("signing key", signing)
+                    .action(move |ctx| {
+                        crate::trust::signing::write_detached(None, &c, b"", 0)?;
+                        ctx.note(
+                            "unsigned build (set --signing-key or BUILDCHAIN_SIGNING_KEY to sign)",
+                        );
+                        Ok(())
+                    }),
+            );
+            content_deps.push("populate_iso:unsigned".into());
+        }
+    }
     out.push(
         Task::new("populate_iso")
             .public()

@@ -26,7 +26,8 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
     dirs.sort();
     for dir in dirs {
         let def = Definition::load(&dir)?;
-        let info = BuildInfo::detect(&dir)?;
+        let mut info = BuildInfo::detect(&dir)?;
+        info.signer = settings.signer.clone();
         let mut t = Task::new(format!("solutions:{}", def.name))
             .doc(format!(
                 "build the {} Solution ISOs ({})",
@@ -38,6 +39,7 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
             .output(outdir.join("SHA256SUM"));
         for v in &def.versions {
             t = t.output(outdir.join(format!("{}-{v}.iso", def.name)));
+            t = t.output(outdir.join(format!("{}-{v}.spdx.json", def.name)));
         }
         let (d, o, store_root) = (dir.clone(), outdir.clone(), settings.store_root.clone());
         out.push(t.action(move |ctx| {

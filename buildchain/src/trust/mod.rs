@@ -2,3 +2,6 @@
 //! completeness gate.
 
 pub mod contents;
+pub mod index;
+pub mod sbom;
+pub mod signing;

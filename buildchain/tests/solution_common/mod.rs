@@ -15,6 +15,7 @@ pub fn info() -> BuildInfo {
         epoch: 1_700_000_000,
         host: "test-host".into(),
         git_revision: "0123456789abcdef0123456789abcdef01234567".into(),
+        signer: None,
     }
 }
 

@@ -149,6 +149,7 @@ fn make_iso(work: &Path, size_mib: u64) -> Result<PathBuf> {
         epoch: 1_700_000_000,
         host: "bench".into(),
         git_revision: "bench".into(),
+        signer: None,
     };
     std::fs::write(
         root.join("manifest.yaml"),

@@ -206,7 +206,15 @@ pub fn remove_file_and_empty_parents(path: &Path, stop: &Path) -> Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("cannot remove {}", path.display())),
     }
-    let mut dir = path.parent();
+    if let Some(parent) = path.parent() {
+        remove_empty_parents(parent, stop);
+    }
+    Ok(())
+}
+
+/// Removes `dir` and its ancestors while they are empty, stopping at `stop` (kept).
+pub fn remove_empty_parents(dir: &Path, stop: &Path) {
+    let mut dir = Some(dir);
     while let Some(d) = dir {
         if d == stop || !d.starts_with(stop) {
             break;
@@ -216,7 +224,6 @@ pub fn remove_file_and_empty_parents(path: &Path, stop: &Path) -> Result<()> {
         }
         dir = d.parent();
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -53,6 +53,20 @@ impl Store {
         Ok(Store { root })
     }
 
+    /// Bytes available to us on the store's file system (`statvfs`), if it can be asked.
+    pub fn free_bytes(&self) -> Option<u64> {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(self.root.as_os_str().as_bytes()).ok()?;
+        // SAFETY: statvfs(3) with a NUL-terminated path and a zeroed out-structure we own.
+        unsafe {
+            let mut st: libc::statvfs = std::mem::zeroed();
+            if libc::statvfs(c.as_ptr(), &mut st) != 0 {
+                return None;
+            }
+            Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+        }
+    }
+
     /// Root directory.
     pub fn root(&self) -> &Path {
         &self.root

@@ -91,6 +91,7 @@ impl AtomicFile {
                 .with_context(|| format!("cannot fsync {}", self.dest.display()))?;
         }
         let dest = self.dest.clone();
+        crate::testhook::kill_point("write");
         self.tmp
             .persist(&dest)
             .map_err(|e| e.error)

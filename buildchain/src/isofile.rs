@@ -30,11 +30,18 @@ pub fn master_to(
     progress: Option<&(dyn Fn(u64) + Sync)>,
     durable: bool,
 ) -> Result<MasterReport> {
+    // Every progress report is also a crash point of the fault tests (inert otherwise).
+    let report_progress = |n: u64| {
+        crate::testhook::kill_point("master");
+        if let Some(p) = progress {
+            p(n);
+        }
+    };
     let opts = iso9660_writer::MasterOptions {
         volume_id: volid.to_string(),
         timestamp,
         implant_md5: md5,
-        progress,
+        progress: Some(&report_progress),
     };
     let mut out = crate::fsutil::AtomicFile::create(output)?;
     let report = iso9660_writer::master(dir, out.file(), &opts)

@@ -249,7 +249,9 @@ impl Store {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e).with_context(|| format!("{what}: read error")),
             };
-            crate::testhook::kill_point("store");
+            for _ in n / (256 << 10)..(n + r as u64) / (256 << 10) {
+                crate::testhook::kill_point("store");
+            }
             h.update(&buf[..r]);
             tmp.write_all(&buf[..r])
                 .with_context(|| format!("{what}: cannot write to the store"))?;

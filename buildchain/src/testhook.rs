@@ -5,10 +5,12 @@
 //! - `BUILDCHAIN_TEST_POINTS_LOG=<file>`: every pass appends `<point>\n` to the file, so a test
 //!   can count the points of a clean run and spread its kills over them.
 //!
-//! Points: `fetch` (a registry blob chunk), `store` (a blob chunk written to the store),
-//! `image-layer` (a local image layer), `image-dir` (an image directory before its rename),
-//! `rpm` (an RPM written), `repodata` (a repodata file written), `salt` (a Salt file written),
-//! `master` (an ISO being mastered).
+//! Points: `fetch` (every 64 KiB of a registry blob received), `store` (every 256 KiB written
+//! to a store temp file), `image-layer` (a local image layer stored), `image-dir` (an image
+//! directory built beside its destination, before the rename), `rpm` (an RPM built, before it is
+//! written), `repodata` (a repodata file written, before `repomd.xml`), `salt` (a Salt file
+//! written), `master` (an ISO being mastered, at each progress report), `write` (any atomic
+//! file before its rename).
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -3,7 +3,11 @@
 //! task's outputs without a state record, and `kill -9` at points inside every phase followed by
 //! a rerun yields the ISO and `_build/root` of a clean build.
 
+#[path = "images_support.rs"]
+mod support;
+
 use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -17,8 +21,18 @@ struct Repo {
 
 impl Repo {
     fn new() -> Self {
+        Self::with_inventory_extra("")
+    }
+    /// A copy whose `images/inventory.yaml` gets `extra` appended.
+    fn with_inventory_extra(extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         testkit::copy_product_repo(dir.path());
+        if !extra.is_empty() {
+            let inv = dir.path().join("images/inventory.yaml");
+            let mut text = std::fs::read_to_string(&inv).unwrap();
+            text.push_str(extra);
+            std::fs::write(&inv, text).unwrap();
+        }
         Repo {
             dir,
             store: tempfile::tempdir().unwrap(),
@@ -134,4 +148,213 @@ fn clean_task_removes_its_outputs_without_a_state_record() {
         .path()
         .join("_build/root/images/metalk8s-base/1.0/version")
         .is_file());
+}
+
+/// The phases a crash trial kills in, as `BUILDCHAIN_TEST_KILL_AT` points (see
+/// `buildchain::testhook`): registry fetch, local image build, image directory, RPM build,
+/// repodata, Salt, mastering.
+const PHASES: &[&str] = &[
+    "fetch",
+    "store",
+    "image-layer",
+    "image-dir",
+    "rpm",
+    "repodata",
+    "salt",
+    "master",
+    "write",
+];
+
+const ISO: &str = "dist/metalk8s-130.0.0-dev.iso";
+
+/// A local `docker-registry` holding one image (3 MiB layer), and the inventory entry that pulls
+/// it into the product.
+struct Fixture {
+    _registry: testkit::Server,
+    _layouts: tempfile::TempDir,
+    inventory_extra: String,
+}
+
+fn fixture() -> Fixture {
+    let registry = testkit::start_docker_registry();
+    let layouts = tempfile::tempdir().unwrap();
+    let img = support::TestImage {
+        layers: vec![
+            support::layer(41, "payload.bin", 3 << 20),
+            support::layer(42, "small.bin", 10_000),
+        ],
+        arch: "amd64",
+        title: "trial".into(),
+    };
+    let l = support::layout_dir(layouts.path(), "trial");
+    support::write_oci_layout(&l, &img, "1.0");
+    let digest = support::push(&l, "1.0", &registry.host(), "trial/fetched", false);
+    let inventory_extra = format!(
+        "\n  - name: trial-fetched\n    tag: \"1.0\"\n    registry: {}/trial/fetched@{digest}\n",
+        registry.host()
+    );
+    Fixture {
+        _registry: registry,
+        _layouts: layouts,
+        inventory_extra,
+    }
+}
+
+/// A complete build from nothing: (ISO sha256, `_build/root` listing, passes per kill point).
+fn reference(
+    fx: &Fixture,
+) -> (
+    String,
+    BTreeMap<PathBuf, (u32, String)>,
+    BTreeMap<String, u64>,
+) {
+    let repo = Repo::with_inventory_extra(&fx.inventory_extra);
+    let log = repo.path().join("points.log");
+    let out = repo
+        .cmd(&["iso"])
+        .env("BUILDCHAIN_TEST_POINTS_LOG", &log)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut counts = BTreeMap::new();
+    for l in std::fs::read_to_string(&log).unwrap().lines() {
+        *counts.entry(l.to_string()).or_insert(0u64) += 1;
+    }
+    for p in PHASES {
+        assert!(
+            counts.get(*p).copied().unwrap_or(0) > 0,
+            "a clean build never passes the {p} point: {counts:?}"
+        );
+    }
+    let iso = buildchain::fsutil::sha256_file(&repo.path().join(ISO)).unwrap();
+    (iso, listing(&repo.path().join("_build/root")), counts)
+}
+
+/// The `(point, n)` of `trials` kills spread over every phase and over each phase's passes.
+fn plan(trials: usize, counts: &BTreeMap<String, u64>) -> Vec<(String, u64)> {
+    let per_phase = trials.div_ceil(PHASES.len());
+    let mut out = Vec::new();
+    for k in 0..per_phase {
+        for p in PHASES {
+            if out.len() == trials {
+                break;
+            }
+            let c = counts[*p];
+            // Spread over 1..=c: first, last and evenly between.
+            let n = if per_phase == 1 {
+                c.div_ceil(2)
+            } else {
+                1 + (k as u64 * (c - 1)) / (per_phase as u64 - 1)
+            };
+            out.push((p.to_string(), n));
+        }
+    }
+    out
+}
+
+/// Kills a fresh build at `point:n`, checks it died of SIGKILL before the ISO existed, reruns,
+/// and compares with the reference. Returns a description of any difference.
+fn trial(
+    fx: &Fixture,
+    point: &str,
+    n: u64,
+    want_iso: &str,
+    want_root: &BTreeMap<PathBuf, (u32, String)>,
+) -> Vec<String> {
+    let repo = Repo::with_inventory_extra(&fx.inventory_extra);
+    let out = repo
+        .cmd(&["iso"])
+        .env("BUILDCHAIN_TEST_KILL_AT", format!("{point}:{n}"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGKILL),
+        "{point}:{n}: the build was not killed: {out:?}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !repo.path().join(ISO).exists() && !stdout.contains(" tasks: "),
+        "{point}:{n}: the build had finished before the kill:\n{stdout}"
+    );
+    let last = stdout.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("STARTED ") || last.starts_with("SUCCESS "),
+        "{point}:{n}: killed outside any task? last line {last:?}"
+    );
+    let rerun = repo.cmd(&["iso"]).output().unwrap();
+    let mut diffs = Vec::new();
+    if !rerun.status.success() {
+        diffs.push(format!(
+            "{point}:{n}: the rerun failed:\n{}{}",
+            String::from_utf8_lossy(&rerun.stdout),
+            String::from_utf8_lossy(&rerun.stderr)
+        ));
+        return diffs;
+    }
+    let iso = buildchain::fsutil::sha256_file(&repo.path().join(ISO)).unwrap();
+    if iso != want_iso {
+        diffs.push(format!(
+            "{point}:{n}: ISO sha256 {iso}, clean build {want_iso}"
+        ));
+    }
+    let root = listing(&repo.path().join("_build/root"));
+    for (p, v) in &root {
+        if want_root.get(p) != Some(v) {
+            diffs.push(format!("{point}:{n}: {} differs or is extra", p.display()));
+        }
+    }
+    for p in want_root.keys() {
+        if !root.contains_key(p) {
+            diffs.push(format!("{point}:{n}: {} is missing", p.display()));
+        }
+    }
+    for dir in ["_build", "dist"] {
+        for e in walkdir::WalkDir::new(repo.path().join(dir)) {
+            let e = e.unwrap();
+            if e.file_name().to_string_lossy().starts_with(".bctmp-") {
+                diffs.push(format!("{point}:{n}: debris {}", e.path().display()));
+            }
+        }
+    }
+    // The store holds only sound blobs.
+    let verify = Command::new(BIN)
+        .args(["store", "verify"])
+        .env("BUILDCHAIN_STORE", repo.store.path())
+        .output()
+        .unwrap();
+    if !verify.status.success() {
+        diffs.push(format!("{point}:{n}: store verify: {verify:?}"));
+    }
+    diffs
+}
+
+fn crash_trials(trials: usize) {
+    let fx = fixture();
+    let (iso, root, counts) = reference(&fx);
+    let plan = plan(trials, &counts);
+    let mut diffs = Vec::new();
+    let mut hit: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for (point, n) in &plan {
+        diffs.extend(trial(&fx, point, *n, &iso, &root));
+        hit.entry(point.clone()).or_default().push(*n);
+    }
+    eprintln!(
+        "crash trials: {} trials, phases hit {hit:?} (passes per point in a clean build: {counts:?}), {} diffs",
+        plan.len(),
+        diffs.len()
+    );
+    assert_eq!(hit.len(), PHASES.len(), "{hit:?}");
+    assert!(diffs.is_empty(), "{diffs:#?}");
+}
+
+#[test]
+fn kill_9_in_every_phase_then_rerun_equals_clean_build() {
+    crash_trials(PHASES.len());
+}
+
+#[test]
+#[ignore = "50 kill -9 trials; run with --ignored"]
+fn kill_9_fifty_times_then_rerun_equals_clean_build() {
+    crash_trials(50);
 }

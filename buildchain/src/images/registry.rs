@@ -269,7 +269,10 @@ impl<R: Read> Read for Watch<'_, R> {
                 if let Some(p) = self.progress {
                     p.inc(n as u64);
                 }
-                crate::testhook::kill_point("fetch");
+                // One crash point per 64 KiB boundary crossed (a count independent of read sizes).
+                for _ in (self.n - n as u64) / STALL_PROGRESS_BYTES..self.n / STALL_PROGRESS_BYTES {
+                    crate::testhook::kill_point("fetch");
+                }
                 self.since_mark += n as u64;
                 if n == 0 || self.since_mark >= STALL_PROGRESS_BYTES {
                     self.mark = Instant::now();

@@ -89,6 +89,7 @@ pub fn render_file(
         || dest.extension().is_some_and(|e| e == "sh");
     let mode = if exec { 0o755 } else { 0o644 };
     crate::fsutil::write_if_changed(dest, rendered.as_bytes(), Some(mode))?;
+    crate::testhook::kill_point("salt");
     Ok(())
 }
 

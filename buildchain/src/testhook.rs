@@ -7,10 +7,10 @@
 //!
 //! Points: `fetch` (every 64 KiB of a registry blob received), `store` (every 256 KiB written
 //! to a store temp file), `image-layer` (a local image layer stored), `image-dir` (an image
-//! directory built beside its destination, before the rename), `rpm` (an RPM built, before it is
-//! written), `repodata` (a repodata file written, before `repomd.xml`), `salt` (a Salt file
-//! written), `master` (an ISO being mastered, at each progress report), `write` (any atomic
-//! file before its rename).
+//! directory built beside its destination, before the rename), `rpm` (an RPM built, before it
+//! is written), `repodata` (a repodata file written, before `repomd.xml`), `salt` (a Salt file
+//! rendered or copied), `master` (an ISO being mastered, at each progress report), `write` (any
+//! atomic file before its rename).
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -38,7 +38,11 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
                         .doc(format!("copy salt/{src_dir}/{rel}"))
                         .input_file(&src)
                         .output(&dest)
-                        .action(move |_| copy_file_if_changed(&s, &d).map(|_| ())),
+                        .action(move |_| {
+                            copy_file_if_changed(&s, &d)?;
+                            crate::testhook::kill_point("salt");
+                            Ok(())
+                        }),
                 );
             }
         }

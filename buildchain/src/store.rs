@@ -207,6 +207,27 @@ impl Store {
         }
     }
 
+    /// Refuses a blob of `size` bytes larger than `max` (`BUILDCHAIN_MAX_BLOB_BYTES`) or than
+    /// the free space of the store's file system; `what` names the image/package and digest.
+    pub fn check_room(&self, what: &str, size: u64, max: Option<u64>) -> Result<()> {
+        if let Some(max) = max {
+            if size > max {
+                bail!(
+                    "{what} declares {size} bytes, more than the maximum of {max} bytes (BUILDCHAIN_MAX_BLOB_BYTES)"
+                );
+            }
+        }
+        if let Some(free) = self.free_bytes() {
+            if size > free {
+                bail!(
+                    "{what} declares {size} bytes, more than the {free} bytes free on the file system of the store {}",
+                    self.root.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Root directory.
     pub fn root(&self) -> &Path {
         &self.root

@@ -638,26 +638,11 @@ impl RegistryClient {
     /// Refuses a blob whose declared size exceeds the configured maximum or the free space of
     /// the store's file system.
     pub fn check_size(&self, store: &Store, d: &Descriptor, what: &str) -> Result<()> {
-        if let Some(max) = self.opts.max_blob_bytes {
-            if d.size > max {
-                bail!(
-                    "{what}: blob {} declares {} bytes, more than the maximum of {max} bytes (BUILDCHAIN_MAX_BLOB_BYTES)",
-                    d.digest,
-                    d.size
-                );
-            }
-        }
-        if let Some(free) = store.free_bytes() {
-            if d.size > free {
-                bail!(
-                    "{what}: blob {} declares {} bytes, more than the {free} bytes free on the file system of the store {}",
-                    d.digest,
-                    d.size,
-                    store.root().display()
-                );
-            }
-        }
-        Ok(())
+        store.check_room(
+            &format!("{what}: blob {}", d.digest),
+            d.size,
+            self.opts.max_blob_bytes,
+        )
     }
 
     /// Downloads every blob of `image` missing from the store, in parallel (bounded pool).

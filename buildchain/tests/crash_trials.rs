@@ -200,14 +200,11 @@ fn fixture() -> Fixture {
     }
 }
 
+/// Relative path → (mode, sha256) of a tree.
+type Listing = BTreeMap<PathBuf, (u32, String)>;
+
 /// A complete build from nothing: (ISO sha256, `_build/root` listing, passes per kill point).
-fn reference(
-    fx: &Fixture,
-) -> (
-    String,
-    BTreeMap<PathBuf, (u32, String)>,
-    BTreeMap<String, u64>,
-) {
+fn reference(fx: &Fixture) -> (String, Listing, BTreeMap<String, u64>) {
     let repo = Repo::with_inventory_extra(&fx.inventory_extra);
     let log = repo.path().join("points.log");
     let out = repo
@@ -254,13 +251,7 @@ fn plan(trials: usize, counts: &BTreeMap<String, u64>) -> Vec<(String, u64)> {
 
 /// Kills a fresh build at `point:n`, checks it died of SIGKILL before the ISO existed, reruns,
 /// and compares with the reference. Returns a description of any difference.
-fn trial(
-    fx: &Fixture,
-    point: &str,
-    n: u64,
-    want_iso: &str,
-    want_root: &BTreeMap<PathBuf, (u32, String)>,
-) -> Vec<String> {
+fn trial(fx: &Fixture, point: &str, n: u64, want_iso: &str, want_root: &Listing) -> Vec<String> {
     let repo = Repo::with_inventory_extra(&fx.inventory_extra);
     let out = repo
         .cmd(&["iso"])

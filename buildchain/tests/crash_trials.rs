@@ -227,8 +227,9 @@ fn reference(fx: &Fixture) -> (String, Listing, BTreeMap<String, u64>) {
     (iso, listing(&repo.path().join("_build/root")), counts)
 }
 
-/// The `(point, n)` of `trials` kills spread over every phase and over each phase's passes.
-fn plan(trials: usize, counts: &BTreeMap<String, u64>) -> Vec<(String, u64)> {
+/// The `(point, n, jobs)` of `trials` kills spread over every phase and over each phase's
+/// passes; successive trials of a phase alternate `-j 1` and `-j 4` (other interleavings).
+fn plan(trials: usize, counts: &BTreeMap<String, u64>) -> Vec<(String, u64, u32)> {
     let per_phase = trials.div_ceil(PHASES.len());
     let mut out = Vec::new();
     for k in 0..per_phase {
@@ -243,7 +244,7 @@ fn plan(trials: usize, counts: &BTreeMap<String, u64>) -> Vec<(String, u64)> {
             } else {
                 1 + (k as u64 * (c - 1)) / (per_phase as u64 - 1)
             };
-            out.push((p.to_string(), n));
+            out.push((p.to_string(), n, if k % 2 == 0 { 1 } else { 4 }));
         }
     }
     out
@@ -251,10 +252,15 @@ fn plan(trials: usize, counts: &BTreeMap<String, u64>) -> Vec<(String, u64)> {
 
 /// Kills a fresh build at `point:n`, checks it died of SIGKILL before the ISO existed, reruns,
 /// and compares with the reference. Returns a description of any difference.
-fn trial(fx: &Fixture, point: &str, n: u64, want_iso: &str, want_root: &Listing) -> Vec<String> {
+fn trial(
+    fx: &Fixture,
+    (point, n, jobs): (&str, u64, u32),
+    want_iso: &str,
+    want_root: &Listing,
+) -> Vec<String> {
     let repo = Repo::with_inventory_extra(&fx.inventory_extra);
     let out = repo
-        .cmd(&["iso"])
+        .cmd(&["iso", "-j", &jobs.to_string()])
         .env("BUILDCHAIN_TEST_KILL_AT", format!("{point}:{n}"))
         .output()
         .unwrap();
@@ -326,13 +332,15 @@ fn crash_trials(trials: usize) {
     let plan = plan(trials, &counts);
     let mut diffs = Vec::new();
     let mut hit: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for (point, n) in &plan {
-        diffs.extend(trial(&fx, point, *n, &iso, &root));
+    for (point, n, jobs) in &plan {
+        diffs.extend(trial(&fx, (point, *n, *jobs), &iso, &root));
         hit.entry(point.clone()).or_default().push(*n);
     }
+    let distinct: std::collections::BTreeSet<_> = plan.iter().collect();
     eprintln!(
-        "crash trials: {} trials, phases hit {hit:?} (passes per point in a clean build: {counts:?}), {} diffs",
+        "crash trials: {} trials ({} distinct point:n:jobs), phases hit {hit:?} (passes per point in a clean build: {counts:?}), {} diffs",
         plan.len(),
+        distinct.len(),
         diffs.len()
     );
     assert_eq!(hit.len(), PHASES.len(), "{hit:?}");

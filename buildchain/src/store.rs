@@ -86,7 +86,8 @@ impl Store {
         Ok(store)
     }
 
-    /// Removes entries of `tmp/` not modified for `max_age`; returns how many were removed.
+    /// Removes entries of `tmp/` in which nothing was modified for `max_age`; returns how many
+    /// were removed.
     pub fn sweep_temp(&self, max_age: std::time::Duration) -> usize {
         let Ok(dir) = fs::read_dir(self.root.join("tmp")) else {
             return 0;
@@ -95,9 +96,13 @@ impl Store {
         let mut n = 0;
         for e in dir.flatten() {
             let Ok(meta) = e.metadata() else { continue };
-            let old = meta
-                .modified()
-                .ok()
+            // A directory is as young as the newest thing in it.
+            let newest = walkdir::WalkDir::new(e.path())
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f.metadata().ok()?.modified().ok())
+                .max();
+            let old = newest
                 .and_then(|m| now.duration_since(m).ok())
                 .is_some_and(|age| age > max_age);
             if !old {

@@ -37,6 +37,14 @@ fn old_temp_files_are_swept_when_the_store_is_opened() {
     std::fs::create_dir_all(&old_dir).unwrap();
     std::fs::write(old_dir.join("blob"), b"x").unwrap();
     std::fs::write(&fresh, b"in flight").unwrap();
+    // An old directory with a file written just now is in use.
+    let busy_dir = root.join("tmp/.tmpBUSY");
+    std::fs::create_dir_all(&busy_dir).unwrap();
+    std::fs::write(busy_dir.join("layer"), b"being written").unwrap();
+    std::fs::File::open(&busy_dir)
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(2 * 3600))
+        .unwrap();
     set_age(&old, Duration::from_secs(2 * 3600));
     set_age(&old_dir.join("blob"), Duration::from_secs(2 * 3600));
     // A directory's age is its own mtime.
@@ -49,6 +57,10 @@ fn old_temp_files_are_swept_when_the_store_is_opened() {
     assert!(!old.exists(), "an hour-old partial file survived");
     assert!(!old_dir.exists(), "an hour-old temp directory survived");
     assert!(fresh.is_file(), "a fresh temp file was removed");
+    assert!(
+        busy_dir.join("layer").is_file(),
+        "a temp directory in use was removed"
+    );
 }
 
 #[test]

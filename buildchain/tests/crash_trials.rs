@@ -96,6 +96,11 @@ fn image_dir_without_version_file_is_repaired_by_the_next_run() {
     let repo = Repo::new();
     repo.run(&["iso"]);
     let good = listing(&repo.path().join("_build/root"));
+    // Image directories are world-readable like the rest of the tree (served by nginx).
+    assert_eq!(
+        good[Path::new("images/metalk8s-utils/1.0")].0 & 0o7777,
+        0o755
+    );
     let iso = std::fs::read(repo.path().join("dist/metalk8s-130.0.0-dev.iso")).unwrap();
     // A crash between the writes of the directory: its `version` file is gone.
     std::fs::remove_file(repo.path().join(UTILS).join("version")).unwrap();

@@ -97,6 +97,12 @@ pub fn replace_dir_layout(store: &Store, image: &Resolved, dest: &Path) -> Resul
         .tempdir_in(parent)
         .with_context(|| format!("cannot create a temp directory in {}", parent.display()))?;
     let tmp_path = tmp.path().to_path_buf();
+    // A temp directory is 0700; the image directory is served from the ISO tree: 0755.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&tmp_path, fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("cannot chmod {}", tmp_path.display()))?;
+    }
     let built = write_dir_layout(store, image, &tmp_path)?;
     crate::testhook::kill_point("image-dir");
     if fs::symlink_metadata(dest).is_ok() {

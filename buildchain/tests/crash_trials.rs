@@ -303,7 +303,11 @@ fn trial(
     let root = listing(&repo.path().join("_build/root"));
     for (p, v) in &root {
         if want_root.get(p) != Some(v) {
-            diffs.push(format!("{point}:{n}: {} differs or is extra", p.display()));
+            diffs.push(format!(
+                "{point}:{n}: {:?} is {v:?}, in a clean build {:?}",
+                p.display().to_string(),
+                want_root.get(p)
+            ));
         }
     }
     for p in want_root.keys() {

@@ -91,7 +91,7 @@ pub fn replace_dir_layout(store: &Store, image: &Resolved, dest: &Path) -> Resul
     let parent = dest
         .parent()
         .ok_or_else(|| anyhow!("{} has no parent directory", dest.display()))?;
-    fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    create_dirs_0755(parent)?;
     let tmp = tempfile::Builder::new()
         .prefix(fsutil::TEMP_PREFIX)
         .tempdir_in(parent)
@@ -127,6 +127,36 @@ pub fn replace_dir_layout(store: &Store, image: &Resolved, dest: &Path) -> Resul
         .into_iter()
         .map(|p| dest.join(p.strip_prefix(&tmp_path).unwrap_or(&p)))
         .collect())
+}
+
+/// `create_dir_all` whose created directories are 0755 whatever the umask (the ISO tree is
+/// served by unprivileged nginx workers). Each missing directory is made under a temp name,
+/// chmodded, then renamed into place, so a crash never leaves one with the umask's mode.
+fn create_dirs_0755(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    create_dirs_0755(parent)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(fsutil::TEMP_PREFIX)
+        .tempdir_in(parent)
+        .with_context(|| format!("cannot create a temp directory in {}", parent.display()))?;
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("cannot chmod {}", tmp.path().display()))?;
+    match fs::rename(tmp.path(), dir) {
+        Ok(()) => {
+            let _ = tmp.keep();
+            Ok(())
+        }
+        // Made meanwhile by another task (the temp directory is dropped).
+        Err(_) if dir.is_dir() => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot create {}", dir.display())),
+    }
 }
 
 fn tar_header(size: u64, mtime: u64, dir: bool) -> tar::Header {

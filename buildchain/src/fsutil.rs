@@ -67,25 +67,34 @@ pub fn ensure_mode(path: &Path, mode: u32) -> Result<()> {
 pub const DIR_MODE: u32 = 0o755;
 
 /// `create_dir_all`, with every directory it creates set to [`DIR_MODE`] whatever the umask
-/// (existing directories are left alone).
+/// (existing directories are left alone). Each missing directory is made under a temp name,
+/// chmod-ed, then renamed into place, so a crash never leaves one with the umask's mode (a
+/// leftover temp directory is crash debris that [`TEMP_PREFIX`] sweeping removes).
 pub fn create_dir_all(dir: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     if dir.is_dir() {
         return Ok(());
     }
-    let mut missing = Vec::new();
-    let mut d = Some(dir);
-    while let Some(p) = d.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
-        missing.push(p.to_path_buf());
-        d = p.parent();
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    create_dir_all(parent)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .tempdir_in(parent)
+        .with_context(|| format!("cannot create a temp directory in {}", parent.display()))?;
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(DIR_MODE))
+        .with_context(|| format!("cannot chmod {}", tmp.path().display()))?;
+    match fs::rename(tmp.path(), dir) {
+        Ok(()) => {
+            let _ = tmp.keep();
+            Ok(())
+        }
+        // Made meanwhile by another task (the temp directory is dropped).
+        Err(_) if dir.is_dir() => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot create directory {}", dir.display())),
     }
-    fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create directory {}", dir.display()))?;
-    for p in missing {
-        fs::set_permissions(&p, fs::Permissions::from_mode(DIR_MODE))
-            .with_context(|| format!("cannot chmod {}", p.display()))?;
-    }
-    Ok(())
 }
 
 /// A file being written; it appears at its destination only on [`AtomicFile::commit`].
@@ -141,6 +150,7 @@ impl AtomicFile {
                 .with_context(|| format!("cannot fsync {}", self.dest.display()))?;
         }
         let dest = self.dest.clone();
+        crate::testhook::kill_point("write");
         self.tmp
             .persist(&dest)
             .map_err(|e| e.error)
@@ -259,7 +269,15 @@ pub fn remove_file_and_empty_parents(path: &Path, stop: &Path) -> Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("cannot remove {}", path.display())),
     }
-    let mut dir = path.parent();
+    if let Some(parent) = path.parent() {
+        remove_empty_parents(parent, stop);
+    }
+    Ok(())
+}
+
+/// Removes `dir` and its ancestors while they are empty, stopping at `stop` (kept).
+pub fn remove_empty_parents(dir: &Path, stop: &Path) {
+    let mut dir = Some(dir);
     while let Some(d) = dir {
         if d == stop || !d.starts_with(stop) {
             break;
@@ -269,7 +287,6 @@ pub fn remove_file_and_empty_parents(path: &Path, stop: &Path) -> Result<()> {
         }
         dir = d.parent();
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -48,8 +48,23 @@ pub fn master_with_options(
     opts: &iso9660_writer::MasterOptions,
     durable: bool,
 ) -> Result<MasterReport> {
+    // Every progress report is also a crash point of the fault tests (inert otherwise).
+    let caller_progress = opts.progress;
+    let report_progress = |n: u64| {
+        crate::testhook::kill_point("master");
+        if let Some(p) = caller_progress {
+            p(n);
+        }
+    };
+    let opts = iso9660_writer::MasterOptions {
+        volume_id: opts.volume_id.clone(),
+        timestamp: opts.timestamp,
+        implant_md5: opts.implant_md5,
+        progress: Some(&report_progress),
+        keep_modes: opts.keep_modes,
+    };
     let mut out = crate::fsutil::AtomicFile::create(output)?;
-    let report = iso9660_writer::master(dir, out.file(), opts)
+    let report = iso9660_writer::master(dir, out.file(), &opts)
         .with_context(|| format!("cannot master {} into {}", dir.display(), output.display()))?;
     out.set_mode(0o644)?;
     out.commit_with(durable)?;

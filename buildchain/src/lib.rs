@@ -23,5 +23,6 @@ pub mod registry_config;
 pub mod solution;
 pub mod store;
 pub mod tasks;
+pub mod testhook;
 pub mod trust;
 pub mod yamlerr;

@@ -4,6 +4,11 @@
 //! hashed while written, and renamed to its name only when the digest matches: the store never
 //! holds a blob whose content does not match its name. Images and RPMs reach the ISO tree by
 //! hard links from here ([`crate::fsutil::link_or_copy`]).
+//!
+//! Temp files live in `<root>/tmp/`; every failure path drops (deletes) its temp file, and
+//! entries older than [`TEMP_MAX_AGE`] (debris of a killed process) are swept when the store is
+//! opened. [`Store::verify_all`], [`Store::usage`] and [`Store::gc`] back `buildchain store
+//! verify|du|gc`.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -15,6 +20,32 @@ use sha2::{Digest, Sha256};
 /// Mode of every stored blob: world-readable, since blobs are hard-linked into the ISO tree that
 /// unprivileged nginx workers serve (a temp file's 0600 must not leak into the store).
 pub const BLOB_MODE: u32 = 0o644;
+
+/// Age after which an entry of `<root>/tmp/` is debris of a killed process: a live fetch writes
+/// to its temp file far more often (a stalled one is ended by the stall timeout first).
+pub const TEMP_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Outcome of [`Store::verify_all`].
+#[derive(Debug, Default)]
+pub struct VerifyReport {
+    /// Entries checked.
+    pub checked: usize,
+    /// `(name, reason)` of every bad entry (removed).
+    pub bad: Vec<(String, String)>,
+}
+
+/// Outcome of [`Store::usage`].
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Number of blobs.
+    pub blobs: u64,
+    /// Their total size.
+    pub blob_bytes: u64,
+    /// Number of entries in `tmp/`.
+    pub temp_files: u64,
+    /// Their total size.
+    pub temp_bytes: u64,
+}
 
 /// A content-addressed store rooted at a directory.
 #[derive(Clone, Debug)]
@@ -54,7 +85,156 @@ impl Store {
             .with_context(|| format!("cannot create store directory {}", blobs.display()))?;
         fs::create_dir_all(root.join("tmp"))
             .with_context(|| format!("cannot create store directory {}", root.display()))?;
-        Ok(Store { root })
+        let store = Store { root };
+        store.sweep_temp(TEMP_MAX_AGE);
+        Ok(store)
+    }
+
+    /// Removes entries of `tmp/` in which nothing was modified for `max_age`; returns how many
+    /// were removed.
+    pub fn sweep_temp(&self, max_age: std::time::Duration) -> usize {
+        let Ok(dir) = fs::read_dir(self.root.join("tmp")) else {
+            return 0;
+        };
+        let now = std::time::SystemTime::now();
+        let mut n = 0;
+        for e in dir.flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            // A directory is as young as the newest thing in it.
+            let newest = walkdir::WalkDir::new(e.path())
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f.metadata().ok()?.modified().ok())
+                .max();
+            let old = newest
+                .and_then(|m| now.duration_since(m).ok())
+                .is_some_and(|age| age > max_age);
+            if !old {
+                continue;
+            }
+            let r = if meta.is_dir() {
+                fs::remove_dir_all(e.path())
+            } else {
+                fs::remove_file(e.path())
+            };
+            n += usize::from(r.is_ok());
+        }
+        n
+    }
+
+    /// Re-hashes every blob; removes (and reports) those whose content does not hash to their
+    /// name, and entries whose name is not a sha256 hex.
+    pub fn verify_all(&self) -> Result<VerifyReport> {
+        let mut report = VerifyReport::default();
+        for (name, path) in self.entries()? {
+            report.checked += 1;
+            let reason = if !is_sha256_hex(&name) || !path.is_file() {
+                Some("not a sha256 blob name".to_string())
+            } else {
+                let got = crate::fsutil::sha256_file(&path)?;
+                (got != name).then(|| format!("content hashes to sha256:{got}"))
+            };
+            if let Some(reason) = reason {
+                let r = if path.is_dir() {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                };
+                r.with_context(|| format!("cannot remove {}", path.display()))?;
+                let shown = if is_sha256_hex(&name) {
+                    format!("sha256:{name}")
+                } else {
+                    name
+                };
+                report.bad.push((shown, reason));
+            }
+        }
+        Ok(report)
+    }
+
+    /// Counts blobs and temp files with their sizes.
+    pub fn usage(&self) -> Result<Usage> {
+        let mut u = Usage::default();
+        for (_, path) in self.entries()? {
+            u.blobs += 1;
+            u.blob_bytes += fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
+        }
+        if let Ok(dir) = fs::read_dir(self.root.join("tmp")) {
+            for e in dir.flatten() {
+                u.temp_files += 1;
+                for f in walkdir::WalkDir::new(e.path()).into_iter().flatten() {
+                    if f.file_type().is_file() {
+                        u.temp_bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
+                    }
+                }
+            }
+        }
+        Ok(u)
+    }
+
+    /// Removes every blob no build tree links to (hard-link count 1) and returns
+    /// `(sha256 hex, size)` of each. Blobs reach build trees by hard links, so a blob with a
+    /// single link is used by no tree on this file system; it is fetched or rebuilt again when
+    /// needed. (A tree on another file system holds copies and keeps nothing alive.)
+    pub fn gc(&self) -> Result<Vec<(String, u64)>> {
+        use std::os::unix::fs::MetadataExt;
+        let mut removed = Vec::new();
+        for (name, path) in self.entries()? {
+            let meta = fs::symlink_metadata(&path)?;
+            if meta.is_file() && meta.nlink() == 1 {
+                fs::remove_file(&path)
+                    .with_context(|| format!("cannot remove {}", path.display()))?;
+                removed.push((name, meta.len()));
+            }
+        }
+        Ok(removed)
+    }
+
+    /// `(name, path)` of every entry of `blobs/sha256/`, sorted by name.
+    fn entries(&self) -> Result<Vec<(String, PathBuf)>> {
+        let dir = self.root.join("blobs").join("sha256");
+        let mut out = Vec::new();
+        for e in fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
+            let e = e?;
+            out.push((e.file_name().to_string_lossy().to_string(), e.path()));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Bytes available to us on the store's file system (`statvfs`), if it can be asked.
+    pub fn free_bytes(&self) -> Option<u64> {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(self.root.as_os_str().as_bytes()).ok()?;
+        // SAFETY: statvfs(3) with a NUL-terminated path and a zeroed out-structure we own.
+        unsafe {
+            let mut st: libc::statvfs = std::mem::zeroed();
+            if libc::statvfs(c.as_ptr(), &mut st) != 0 {
+                return None;
+            }
+            Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+        }
+    }
+
+    /// Refuses a blob of `size` bytes larger than `max` (`BUILDCHAIN_MAX_BLOB_BYTES`) or than
+    /// the free space of the store's file system; `what` names the image/package and digest.
+    pub fn check_room(&self, what: &str, size: u64, max: Option<u64>) -> Result<()> {
+        if let Some(max) = max {
+            if size > max {
+                bail!(
+                    "{what} declares {size} bytes, more than the maximum of {max} bytes (BUILDCHAIN_MAX_BLOB_BYTES)"
+                );
+            }
+        }
+        if let Some(free) = self.free_bytes() {
+            if size > free {
+                bail!(
+                    "{what} declares {size} bytes, more than the {free} bytes free on the file system of the store {}",
+                    self.root.display()
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Root directory.
@@ -99,6 +279,9 @@ impl Store {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e).with_context(|| format!("{what}: read error")),
             };
+            for _ in n / (256 << 10)..(n + r as u64) / (256 << 10) {
+                crate::testhook::kill_point("store");
+            }
             h.update(&buf[..r]);
             tmp.write_all(&buf[..r])
                 .with_context(|| format!("{what}: cannot write to the store"))?;

@@ -299,6 +299,25 @@ fn usage_errors_exit_2() {
     );
 }
 
+/// The run died of SIGKILL before it finished: no summary line, no `SHA256SUMS` (the last
+/// output of `populate_iso`).
+fn assert_unfinished_kill(status: std::process::ExitStatus, lines: &[String], repo: &Repo) {
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "the run was not killed by SIGKILL: {status:?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains(" tasks: ")),
+        "the run had finished: {lines:?}"
+    );
+    assert!(
+        !repo.root().join("SHA256SUMS").exists(),
+        "the run had finished (SHA256SUMS written)"
+    );
+}
+
 #[test]
 fn kill_9_mid_run_then_rerun_equals_clean_run() {
     let repo = Repo::new();
@@ -313,31 +332,57 @@ fn kill_9_mid_run_then_rerun_equals_clean_run() {
         )
         .unwrap();
     }
+    // 1. An external kill -9 between tasks, once 200 have succeeded.
     let mut child = repo
         .cmd(&["populate_iso", "-j", "1"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut lines = Vec::new();
     {
         use std::io::BufRead;
         let stdout = child.stdout.take().unwrap();
-        let mut started = 0;
-        for line in std::io::BufReader::new(stdout).lines() {
-            if line.unwrap().starts_with("SUCCESS") {
-                started += 1;
-                if started == 200 {
-                    break;
-                }
+        let mut reader = std::io::BufReader::new(stdout);
+        let mut done = 0;
+        let mut line = String::new();
+        while done < 200 && reader.read_line(&mut line).unwrap() > 0 {
+            if line.starts_with("SUCCESS") {
+                done += 1;
             }
+            lines.push(std::mem::take(&mut line));
         }
-        assert_eq!(started, 200, "the run ended before it could be killed");
+        assert_eq!(done, 200, "the run ended before it could be killed");
+        // SAFETY: kill(2) on our child, which has not been waited for (its pid is still ours).
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGKILL);
+        }
+        // Whatever it printed up to its death.
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut reader, &mut rest);
+        lines.extend(rest.lines().map(str::to_string));
     }
-    // SAFETY: kill(2) on our child.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGKILL);
-    }
-    child.wait().unwrap();
+    let status = child.wait().unwrap();
+    assert_unfinished_kill(status, &lines, &repo);
+    // 2. A rerun killed inside a task: right after a Salt file was written, before the task was
+    // journaled (test-only crash point).
+    let out = repo
+        .cmd(&["populate_iso", "-j", "1"])
+        .env("BUILDCHAIN_TEST_KILL_AT", "salt:100")
+        .output()
+        .unwrap();
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_unfinished_kill(out.status, &lines, &repo);
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.starts_with("STARTED  salt_tree:")),
+        "not killed inside a Salt task: {:?}",
+        lines.last()
+    );
     repo.run(&["populate_iso"]);
     let resumed = contents(&repo.root());
     // Reference: a clean run into another build root.

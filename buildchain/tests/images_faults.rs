@@ -6,6 +6,11 @@
 #[path = "images_support.rs"]
 mod support;
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use buildchain::config::Profile;
@@ -295,8 +300,10 @@ fn unreachable_registry_is_a_clear_error() {
         ..Default::default()
     })
     .unwrap();
-    // A port nothing listens on (bound then released).
-    let port = testkit::free_port();
+    // A loopback port held by a socket that is bound but not listening: connecting is refused,
+    // and no other process can take the port meanwhile. No name is resolved.
+    let closed = ClosedPort::new();
+    let port = closed.port;
     let r = Reference::parse(&format!("127.0.0.1:{port}/x/y@sha256:{}", "a".repeat(64))).unwrap();
     let err = c
         .resolve(
@@ -308,23 +315,54 @@ fn unreachable_registry_is_a_clear_error() {
         )
         .unwrap_err();
     let msg = format!("{err:#}");
-    assert!(
-        msg.contains(&format!("127.0.0.1:{port}")) && msg.contains("image y"),
-        "{msg}"
-    );
-    // A host name that cannot resolve names the registry.
-    let r = Reference::parse(&format!("registry.invalid/x/y@sha256:{}", "a".repeat(64))).unwrap();
-    let err = c
-        .resolve(
-            &store,
-            &r,
-            &Platform::default_linux_amd64(),
-            false,
-            "image y",
+    assert_eq!(
+        msg,
+        format!(
+            "image y: manifest sha256:{}: giving up after 2 attempts: registry 127.0.0.1:{port}: io: Connection refused (os error 111)",
+            "a".repeat(64)
         )
-        .unwrap_err();
-    let msg = format!("{err:#}");
-    assert!(msg.contains("registry.invalid"), "{msg}");
+    );
+}
+
+/// A TCP socket bound to 127.0.0.1 on an ephemeral port, never listening.
+struct ClosedPort {
+    fd: i32,
+    port: u16,
+}
+
+impl ClosedPort {
+    fn new() -> Self {
+        // SAFETY: plain socket(2)/bind(2)/getsockname(2) calls on a fresh descriptor and
+        // stack-allocated, correctly sized address structures.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+            let mut a: libc::sockaddr_in = std::mem::zeroed();
+            a.sin_family = libc::AF_INET as libc::sa_family_t;
+            a.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+            a.sin_port = 0;
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let r = libc::bind(fd, &a as *const _ as *const libc::sockaddr, len);
+            assert_eq!(r, 0, "bind: {}", std::io::Error::last_os_error());
+            let mut out: libc::sockaddr_in = std::mem::zeroed();
+            let mut olen = len;
+            let r = libc::getsockname(fd, &mut out as *mut _ as *mut libc::sockaddr, &mut olen);
+            assert_eq!(r, 0, "getsockname: {}", std::io::Error::last_os_error());
+            ClosedPort {
+                fd,
+                port: u16::from_be(out.sin_port),
+            }
+        }
+    }
+}
+
+impl Drop for ClosedPort {
+    fn drop(&mut self) {
+        // SAFETY: closing the descriptor this value owns.
+        unsafe {
+            libc::close(self.fd);
+        }
+    }
 }
 
 #[test]
@@ -402,4 +440,216 @@ fn new_client_no_creds(dir: &std::path::Path) -> RegistryClient {
         ..Default::default()
     })
     .unwrap()
+}
+
+/// How the hostile registry serves the layer blob.
+#[derive(Clone, Copy)]
+enum LayerMode {
+    /// Declares `size` bytes and streams zeros until the client goes away.
+    Endless,
+    /// Sends one byte every 100 ms.
+    Trickle,
+}
+
+/// A registry served by this test on 127.0.0.1: one repository `hostile/x` whose manifest
+/// declares a layer of `layer_size` bytes, served according to `mode`.
+struct Hostile {
+    port: u16,
+    manifest_digest: String,
+    layer_hex: String,
+    layer_requests: Arc<AtomicUsize>,
+}
+
+impl Hostile {
+    fn start(layer_size: u64, mode: LayerMode) -> Hostile {
+        let config =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
+                .to_vec();
+        let config_hex = sha(&config);
+        let layer_hex = sha(format!("hostile layer {layer_size}").as_bytes());
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": format!("sha256:{config_hex}"), "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                        "digest": format!("sha256:{layer_hex}"), "size": layer_size}],
+        }))
+        .unwrap();
+        let manifest_digest = format!("sha256:{}", sha(&manifest));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let layer_requests = Arc::new(AtomicUsize::new(0));
+        let (lr, lh) = (layer_requests.clone(), layer_hex.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let (config, manifest, lr, lh) =
+                    (config.clone(), manifest.clone(), lr.clone(), lh.clone());
+                std::thread::spawn(move || {
+                    let mut head = Vec::new();
+                    let mut b = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if conn.read(&mut b).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(b[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head).to_string();
+                    let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                    let reply = |conn: &mut TcpStream, ct: &str, body: &[u8]| {
+                        let _ = write!(
+                            conn,
+                            "HTTP/1.1 200 OK\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        );
+                        let _ = conn.write_all(body);
+                    };
+                    if path.contains("/manifests/") {
+                        reply(
+                            &mut conn,
+                            "application/vnd.oci.image.manifest.v1+json",
+                            &manifest,
+                        );
+                    } else if path.ends_with(&sha(&config)) {
+                        reply(&mut conn, "application/octet-stream", &config);
+                    } else if path.ends_with(&lh) {
+                        lr.fetch_add(1, Ordering::SeqCst);
+                        let _ = write!(
+                            conn,
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {layer_size}\r\nConnection: close\r\n\r\n"
+                        );
+                        match mode {
+                            LayerMode::Endless => {
+                                let zeros = vec![0u8; 64 * 1024];
+                                while conn.write_all(&zeros).is_ok() {}
+                            }
+                            LayerMode::Trickle => {
+                                while conn.write_all(b"x").is_ok() {
+                                    std::thread::sleep(Duration::from_millis(100));
+                                }
+                            }
+                        }
+                    } else {
+                        let _ = conn.write_all(
+                            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        );
+                    }
+                });
+            }
+        });
+        Hostile {
+            port,
+            manifest_digest,
+            layer_hex,
+            layer_requests,
+        }
+    }
+
+    fn job(&self, out: &Path) -> Vec<(Reference, String, std::path::PathBuf)> {
+        let r = Reference::parse(&format!(
+            "127.0.0.1:{}/hostile/x@{}",
+            self.port, self.manifest_digest
+        ))
+        .unwrap();
+        vec![(r, "image hostile/x".to_string(), out.join("x"))]
+    }
+}
+
+fn hostile_client(opts: ClientOptions) -> RegistryClient {
+    RegistryClient::new(ClientOptions {
+        max_attempts: 2,
+        initial_backoff: Duration::from_millis(10),
+        ..opts
+    })
+    .unwrap()
+}
+
+#[test]
+fn blob_larger_than_the_free_space_is_refused_before_download() {
+    let h = Hostile::start(1 << 62, LayerMode::Endless);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path().join("store")).unwrap();
+    let client = hostile_client(ClientOptions::default());
+    let err = fetch_many(
+        &client,
+        &store,
+        &h.job(tmp.path()),
+        &Platform::default_linux_amd64(),
+        None,
+    )
+    .unwrap_err();
+    let msg = format!("{err:#}");
+    let head = format!(
+        "image hostile/x: blob sha256:{} declares 4611686018427387904 bytes, more than the ",
+        h.layer_hex
+    );
+    let tail = format!(
+        " bytes free on the file system of the store {}",
+        store.root().display()
+    );
+    assert!(msg.starts_with(&head) && msg.ends_with(&tail), "{msg}");
+    let free = &msg[head.len()..msg.len() - tail.len()];
+    assert!(free.parse::<u64>().is_ok(), "{msg}");
+    assert_eq!(h.layer_requests.load(Ordering::SeqCst), 0);
+    assert!(!store.contains(&h.layer_hex));
+    assert_store_sound(&store);
+}
+
+#[test]
+fn blob_larger_than_the_configured_maximum_is_refused() {
+    let h = Hostile::start(60_000, LayerMode::Endless);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path().join("store")).unwrap();
+    let client = hostile_client(ClientOptions {
+        max_blob_bytes: Some(1000),
+        ..Default::default()
+    });
+    let err = fetch_many(
+        &client,
+        &store,
+        &h.job(tmp.path()),
+        &Platform::default_linux_amd64(),
+        None,
+    )
+    .unwrap_err();
+    assert_eq!(
+        format!("{err:#}"),
+        format!(
+            "image hostile/x: blob sha256:{} declares 60000 bytes, more than the maximum of 1000 bytes (BUILDCHAIN_MAX_BLOB_BYTES)",
+            h.layer_hex
+        )
+    );
+    assert_eq!(h.layer_requests.load(Ordering::SeqCst), 0);
+    assert_store_sound(&store);
+}
+
+#[test]
+fn trickling_registry_fails_on_the_stall_timeout() {
+    let h = Hostile::start(100_000, LayerMode::Trickle);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path().join("store")).unwrap();
+    let client = hostile_client(ClientOptions {
+        stall_timeout: Duration::from_secs(1),
+        ..Default::default()
+    });
+    let err = fetch_many(
+        &client,
+        &store,
+        &h.job(tmp.path()),
+        &Platform::default_linux_amd64(),
+        None,
+    )
+    .unwrap_err();
+    assert_eq!(
+        format!("{err:#}"),
+        format!(
+            "image hostile/x: blob sha256:{hex}: giving up after 2 attempts: http://127.0.0.1:{port}/v2/hostile/x/blobs/sha256:{hex}: stalled: less than 65536 bytes received in 1 s (BUILDCHAIN_FETCH_STALL_SECS)",
+            hex = h.layer_hex,
+            port = h.port
+        )
+    );
+    assert_eq!(h.layer_requests.load(Ordering::SeqCst), 2);
+    assert!(!store.contains(&h.layer_hex));
+    assert_store_sound(&store);
 }

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use buildchain::cli::iso::{extract, run, IsoCommand};
+use buildchain::cli::iso::{check_iso, extract, run, IsoCommand};
 use testkit::{require_tool, run_ok};
 
 fn make_tree(root: &Path) {
@@ -153,6 +153,11 @@ fn extract_refuses_path_traversal_and_writing_through_symlinks() {
     let err = extract(&iso, &dest).unwrap_err();
     assert!(format!("{err:#}").contains("invalid name"), "{err:#}");
     assert!(!dir.path().join("payload").exists());
+    assert!(
+        !dest.exists(),
+        "a failed extraction left {}",
+        dest.display()
+    );
 
     // 2. A directory renamed to the name of a symlink pointing outside: the files under it are
     // written into a real directory and the symlink is refused (never followed).
@@ -164,9 +169,158 @@ fn extract_refuses_path_traversal_and_writing_through_symlinks() {
     assert_eq!(master(&src, &iso), 0);
     patch(&iso, b"NM\x09\x01\x00evim", b"NM\x09\x01\x00evil");
     let dest = dir.path().join("d2");
-    assert!(extract(&iso, &dest).is_err());
+    let err = extract(&iso, &dest).unwrap_err();
+    assert_eq!(
+        format!("{err:#}"),
+        format!(
+            "cannot create symlink {}: File exists (os error 17)",
+            dest.join("evil").display()
+        )
+    );
     assert!(!outside.join("payload").exists());
     assert!(fs::read_dir(&outside).unwrap().next().is_none());
+    // Nothing partial: no destination (its files were extracted before the failure), no temp.
+    assert!(
+        !dest.exists(),
+        "a failed extraction left {}",
+        dest.display()
+    );
+    let debris: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".bctmp-"))
+        .collect();
+    assert!(debris.is_empty(), "{debris:?}");
+}
+
+#[test]
+fn extract_refuses_a_non_empty_destination_and_fills_an_empty_one() {
+    let (dir, src, iso) = setup();
+    let dest = dir.path().join("full");
+    fs::create_dir(&dest).unwrap();
+    fs::write(dest.join("mine"), b"keep").unwrap();
+    let err = extract(&iso, &dest).unwrap_err();
+    assert_eq!(
+        format!("{err:#}"),
+        format!(
+            "refusing to extract into {}: it is not empty",
+            dest.display()
+        )
+    );
+    assert_eq!(fs::read(dest.join("mine")).unwrap(), b"keep");
+    let empty = dir.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    extract(&iso, &empty).unwrap();
+    assert_eq!(describe(&empty), describe(&src));
+}
+
+fn le32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+/// `iso check` text and exit code.
+fn check(iso: &Path) -> (String, u8) {
+    check_iso(iso).unwrap()
+}
+
+const FAIL: &str = "\nThe media check is complete, the result is: FAIL.\n\nIt is not recommended to use this media.\n";
+
+#[test]
+fn check_fails_on_a_truncated_image_that_checkisomd5_passes() {
+    require_tool("checkisomd5");
+    let (_dir, _src, iso) = setup();
+    let (text, code) = check(&iso);
+    assert_eq!(code, 0, "{text}");
+    let len = fs::metadata(&iso).unwrap().len();
+    let f = fs::OpenOptions::new().write(true).open(&iso).unwrap();
+    f.set_len(len - 1).unwrap();
+    drop(f);
+    // The reference tool does not see it: its MD5 skips the last 15 sectors by design.
+    run_ok(Command::new("checkisomd5").arg(&iso));
+    let (text, code) = check(&iso);
+    assert_eq!(code, 1);
+    assert_eq!(
+        text,
+        format!(
+            "{}: truncated: the volume space size is {} sectors ({len} bytes) but the file has {} bytes (1 missing)\n{FAIL}",
+            iso.display(),
+            len / 2048,
+            len - 1
+        )
+    );
+    assert_eq!(run(&IsoCommand::Check { iso }).unwrap(), 1);
+}
+
+#[test]
+fn check_reports_zero_volume_size_bad_path_table_and_joliet_root_out_of_range() {
+    let (dir, _src, iso) = setup();
+    let good = fs::read(&iso).unwrap();
+    let pvd = 16 * 2048;
+    let sectors = good.len() as u64 / 2048;
+    let variant = |name: &str, f: &dyn Fn(&mut Vec<u8>)| -> (PathBuf, String, u8) {
+        let mut b = good.clone();
+        f(&mut b);
+        let p = dir.path().join(name);
+        fs::write(&p, &b).unwrap();
+        let (t, c) = check(&p);
+        (p, t, c)
+    };
+    // Volume space size 0 (both byte orders).
+    let (p, text, code) = variant("zero.iso", &|b| b[pvd + 80..pvd + 88].fill(0));
+    assert_eq!(code, 1);
+    assert!(
+        text.starts_with(&format!(
+            "{}: the volume space size is 0 sectors\n",
+            p.display()
+        )),
+        "{text}"
+    );
+    // The root record of the L path table points elsewhere.
+    let l = le32_at(&good, pvd + 140) as usize * 2048;
+    let root = le32_at(&good, pvd + 156 + 2);
+    let (p, text, code) = variant("ptable.iso", &|b| {
+        b[l + 2..l + 6].copy_from_slice(&(root + 1).to_le_bytes())
+    });
+    assert_eq!(code, 1);
+    assert_eq!(
+        text,
+        format!(
+            "{}: the L path table: record 1 (root) points to sector {}, but the root directory is at sector {root}\n{FAIL}",
+            p.display(),
+            root + 1,
+        )
+    );
+    // The L path table location outside the volume.
+    let (p, text, _) = variant("ptable-loc.iso", &|b| {
+        b[pvd + 140..pvd + 144].copy_from_slice(&0x00ff_ffffu32.to_le_bytes())
+    });
+    let size = le32_at(&good, pvd + 132);
+    assert_eq!(
+        text,
+        format!(
+            "{}: the L path table (sector 16777215, {size} bytes) is outside the volume ({sectors} sectors)\n{FAIL}",
+            p.display()
+        )
+    );
+    // The Joliet root directory outside the volume.
+    let svd = (17..32)
+        .map(|i| i * 2048)
+        .find(|&o| {
+            good[o] == 2 && &good[o + 1..o + 6] == b"CD001" && &good[o + 88..o + 90] == b"%/"
+        })
+        .expect("a Joliet descriptor");
+    let jlen = le32_at(&good, svd + 156 + 10);
+    let (p, text, code) = variant("joliet.iso", &|b| {
+        b[svd + 156 + 2..svd + 156 + 6].copy_from_slice(&0x0010_0000u32.to_le_bytes())
+    });
+    assert_eq!(code, 1);
+    assert_eq!(
+        text,
+        format!(
+            "{}: the Joliet root directory (sector 1048576, {jlen} bytes) is outside the volume ({sectors} sectors)\n{FAIL}",
+            p.display()
+        )
+    );
 }
 
 #[test]

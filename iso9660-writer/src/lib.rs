@@ -15,7 +15,7 @@ mod util;
 pub mod writer;
 
 pub use md5sum::{check, implant, CheckReport, CheckStatus};
-pub use reader::{Entry, EntryKind, IsoReader, Namespace};
+pub use reader::{structure_problems, Entry, EntryKind, IsoReader, Namespace};
 pub use writer::{master, normalized_mode, MasterOptions, MasterReport};
 
 /// Size of an ISO-9660 logical sector.

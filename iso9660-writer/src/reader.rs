@@ -611,7 +611,6 @@ fn records(data: &[u8]) -> impl Iterator<Item = std::result::Result<Raw, String>
         let ident = r[33..33 + id_len].to_vec();
         let su_start = 33 + id_len + usize::from(id_len % 2 == 0);
         let su = r.get(su_start..).unwrap_or(&[]).to_vec();
-        let _ = be32;
         return Some(Ok(Raw {
             ident,
             flags: r[25],
@@ -646,4 +645,155 @@ fn joliet_name(ident: &[u8]) -> String {
         s.truncate(p);
     }
     s
+}
+
+/// Largest path table examined by [`structure_problems`].
+pub const MAX_PATH_TABLE_BYTES: u64 = 64 << 20;
+
+/// Structural checks `checkisomd5` cannot make (its MD5 skips the last 15 sectors by design):
+/// the file holds the whole volume (a truncated image is reported with the bytes missing), the
+/// volume space size is not 0, both path tables lie inside the volume, start with the root and
+/// agree, and the root directories (primary and Joliet) lie inside the volume. Returns one line
+/// per problem (empty: sound); `Err` only when the image cannot be read or has no PVD.
+pub fn structure_problems<R: Read + Seek>(r: &mut R) -> Result<Vec<String>> {
+    let file_len = r
+        .seek(SeekFrom::End(0))
+        .map_err(|e| Error::io("seek image end", e))?;
+    let mut pvd = None;
+    let mut joliet = Vec::new();
+    for i in 16..16 + 64u64 {
+        if (i + 1) * SECTOR_SIZE > file_len {
+            break;
+        }
+        let s = read_at(r, file_len, i * SECTOR_SIZE, SECTOR_SIZE)?;
+        if &s[1..6] != b"CD001" {
+            break;
+        }
+        match s[0] {
+            1 if pvd.is_none() => pvd = Some(s),
+            2 if s[88] == b'%' && s[89] == b'/' && matches!(s[90], b'@' | b'C' | b'E') => {
+                joliet.push(s)
+            }
+            255 => break,
+            _ => {}
+        }
+    }
+    let pvd = pvd.ok_or_else(|| Error::bad("no primary volume descriptor"))?;
+    let mut problems = Vec::new();
+    let vol = le32(&pvd, 80) as u64;
+    let vol_bytes = vol * SECTOR_SIZE;
+    if vol == 0 {
+        problems.push("the volume space size is 0 sectors".to_string());
+    } else if file_len < vol_bytes {
+        problems.push(format!(
+            "truncated: the volume space size is {vol} sectors ({vol_bytes} bytes) but the file has {file_len} bytes ({} missing)",
+            vol_bytes - file_len
+        ));
+    }
+    // Ranges are checked against the volume and the file, whichever is shorter.
+    let sectors = vol.min(file_len / SECTOR_SIZE);
+    let root = root_extent(&pvd)?;
+    let outside = |e: Extent| e.lba as u64 + (e.len as u64).div_ceil(SECTOR_SIZE) > sectors;
+    if outside(root) {
+        problems.push(format!(
+            "the root directory (sector {}, {} bytes) is outside the volume ({sectors} sectors)",
+            root.lba, root.len
+        ));
+    }
+    for svd in &joliet {
+        let j = root_extent(svd)?;
+        if outside(j) {
+            problems.push(format!(
+                "the Joliet root directory (sector {}, {} bytes) is outside the volume ({sectors} sectors)",
+                j.lba, j.len
+            ));
+        }
+    }
+    let size = le32(&pvd, 132) as u64;
+    if size == 0 {
+        problems.push("the path table size is 0".to_string());
+        return Ok(problems);
+    }
+    if size > MAX_PATH_TABLE_BYTES {
+        problems.push(format!(
+            "the path table size {size} is larger than {MAX_PATH_TABLE_BYTES} bytes"
+        ));
+        return Ok(problems);
+    }
+    let mut tables = Vec::new();
+    for (name, lba, big) in [("L", le32(&pvd, 140), false), ("M", be32(&pvd, 148), true)] {
+        let start = lba as u64 * SECTOR_SIZE;
+        if lba == 0 || start + size > sectors * SECTOR_SIZE {
+            problems.push(format!(
+                "the {name} path table (sector {lba}, {size} bytes) is outside the volume ({sectors} sectors)"
+            ));
+            continue;
+        }
+        let t = read_at(r, file_len, start, size)?;
+        match parse_path_table(&t, big, sectors, root.lba) {
+            Ok(recs) => tables.push(recs),
+            Err(p) => problems.push(format!("the {name} path table: {p}")),
+        }
+    }
+    if let [l, m] = &tables[..] {
+        if l != m {
+            problems.push("the L and M path tables differ".to_string());
+        }
+    }
+    Ok(problems)
+}
+
+/// `(extent, parent, identifier)` of every path table record, checked.
+fn parse_path_table(
+    t: &[u8],
+    big: bool,
+    sectors: u64,
+    root_lba: u32,
+) -> std::result::Result<Vec<(u32, u16, Vec<u8>)>, String> {
+    let mut out: Vec<(u32, u16, Vec<u8>)> = Vec::new();
+    let mut i = 0usize;
+    while i < t.len() {
+        let n = out.len() + 1;
+        let id_len = t[i] as usize;
+        if id_len == 0 {
+            return Err(format!("record {n} at byte {i} has an empty identifier"));
+        }
+        if i + 8 + id_len > t.len() {
+            return Err(format!(
+                "record {n} at byte {i} runs past the end of the table"
+            ));
+        }
+        let r = &t[i..i + 8 + id_len];
+        let (extent, parent) = if big {
+            (
+                u32::from_be_bytes([r[2], r[3], r[4], r[5]]),
+                u16::from_be_bytes([r[6], r[7]]),
+            )
+        } else {
+            (le32(r, 2), u16::from_le_bytes([r[6], r[7]]))
+        };
+        let ident = r[8..].to_vec();
+        if n == 1 {
+            if ident != [0] || parent != 1 {
+                return Err("record 1 is not the root".to_string());
+            }
+            if extent != root_lba {
+                return Err(format!(
+                    "record 1 (root) points to sector {extent}, but the root directory is at sector {root_lba}"
+                ));
+            }
+        } else if parent == 0 || parent as usize >= n {
+            return Err(format!(
+                "record {n} has parent {parent}, not an earlier record"
+            ));
+        }
+        if extent as u64 >= sectors {
+            return Err(format!(
+                "record {n} points to sector {extent}, outside the volume ({sectors} sectors)"
+            ));
+        }
+        out.push((extent, parent, ident));
+        i += 8 + id_len + (id_len & 1);
+    }
+    Ok(out)
 }

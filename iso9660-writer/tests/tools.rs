@@ -240,12 +240,44 @@ fn our_reader_lists_the_same_tree_as_xorriso_find() {
     assert!(p.iter().any(|e| e.path == "PRODUCT.TXT"));
 }
 
+fn le32_at(b: &[u8], at: usize) -> usize {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize
+}
+
+/// Offset of the first identifier byte of the first entry (after `.` and `..`) of the root
+/// directory, located from the PVD; asserted to lie outside both path tables.
+fn root_entry_name_offset(iso: &Path) -> u64 {
+    let b = fs::read(iso).unwrap();
+    let pvd = 16 * 2048;
+    let root = le32_at(&b, pvd + 156 + 2) * 2048;
+    let root_len = le32_at(&b, pvd + 156 + 10);
+    // Records `.` and `..`, then the first entry.
+    let dot = b[root] as usize;
+    let dotdot = b[root + dot] as usize;
+    let rec = root + dot + dotdot;
+    assert!(b[rec] >= 34 && rec + (b[rec] as usize) <= root + root_len);
+    assert!(b[rec + 32] > 0, "the first entry has a name");
+    let at = rec + 33;
+    let pt_size = le32_at(&b, pvd + 132);
+    let l = le32_at(&b, pvd + 140) * 2048;
+    let m = u32::from_be_bytes(b[pvd + 148..pvd + 152].try_into().unwrap()) as usize * 2048;
+    for t in [l, m] {
+        assert!(
+            !(t..t + pt_size).contains(&at),
+            "offset {at} is in a path table"
+        );
+    }
+    at as u64
+}
+
 #[test]
 fn one_flipped_byte_fails_checkisomd5_and_our_check() {
     require_tool("checkisomd5");
     let fx = fixture();
-    // A byte inside the big blob (file data) and, separately, one in a directory record.
-    for at in [fx.report.size / 2, 19 * 2048 + 3] {
+    // A byte inside the big blob (file data) and, separately, one in a directory record (the
+    // name of the root directory's first entry, found through the PVD).
+    let record_byte = root_entry_name_offset(&fx.iso);
+    for at in [fx.report.size / 2, record_byte] {
         let copy = fx.dir.path().join("flipped.iso");
         fs::copy(&fx.iso, &copy).unwrap();
         flip_byte(&copy, at);
@@ -257,6 +289,21 @@ fn one_flipped_byte_fails_checkisomd5_and_our_check() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("the result is: FAIL"));
         assert_eq!(check(&copy).unwrap().status, CheckStatus::Fail, "byte {at}");
     }
+    // The flipped directory record really changed what a reader sees: a plain-namespace name.
+    let copy = fx.dir.path().join("flipped.iso");
+    fs::copy(&fx.iso, &copy).unwrap();
+    let names = |p: &Path| -> Vec<String> {
+        let mut r = IsoReader::open(fs::File::open(p).unwrap()).unwrap();
+        r.walk_namespace(Namespace::Plain)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.depth == 1)
+            .map(|e| e.path)
+            .collect()
+    };
+    let before = names(&copy);
+    flip_byte(&copy, record_byte);
+    assert_ne!(names(&copy), before);
 }
 
 #[test]
@@ -283,6 +330,12 @@ fn images_implanted_by_implantisomd5_pass_our_check_and_vice_versa() {
             .arg(&fx.src),
     );
     assert_eq!(check(&x).unwrap().status, CheckStatus::NotImplanted);
+    // The structural checks of `iso check` accept xorriso's image and ours.
+    for iso in [&x, &fx.iso] {
+        let problems =
+            iso9660_writer::structure_problems(&mut fs::File::open(iso).unwrap()).unwrap();
+        assert!(problems.is_empty(), "{}: {problems:?}", iso.display());
+    }
     let ours = fx.dir.path().join("ours-implant.iso");
     fs::copy(&x, &ours).unwrap();
     run_ok(Command::new("implantisomd5").arg(&x));
@@ -356,16 +409,83 @@ fn hard_links_and_identical_files_cost_one_extent() {
     assert_ne!(copy.serial, hard.serial);
 }
 
+/// Re-creates the tree `src` under `dst` entry by entry in reverse path order (children before
+/// their parents' other entries, last names first), keeping modes, symlinks and hard links.
+fn copy_tree_in_reverse_order(src: &Path, dst: &Path) {
+    use std::collections::HashMap;
+    use std::os::unix::fs::MetadataExt;
+    let mut entries = all_paths(src);
+    entries.sort_by(|x, y| y.cmp(x));
+    let mut inodes: HashMap<u64, std::path::PathBuf> = HashMap::new();
+    for p in entries {
+        let rel = p.strip_prefix(src).unwrap();
+        let to = dst.join(rel);
+        fs::create_dir_all(to.parent().unwrap()).unwrap();
+        let meta = fs::symlink_metadata(&p).unwrap();
+        if meta.file_type().is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(&p).unwrap(), &to).unwrap();
+        } else if meta.is_dir() {
+            fs::create_dir_all(&to).unwrap();
+        } else if let Some(first) = inodes.get(&meta.ino()) {
+            fs::hard_link(first, &to).unwrap();
+        } else {
+            fs::copy(&p, &to).unwrap();
+            fs::set_permissions(&to, meta.permissions()).unwrap();
+            inodes.insert(meta.ino(), to.clone());
+        }
+    }
+}
+
+/// Every path under `root` (not `root` itself), recursively.
+fn all_paths(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if fs::symlink_metadata(&p).unwrap().is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Names of `d` in the order the file system lists them.
+fn readdir_order(d: &Path) -> Vec<String> {
+    fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
 #[test]
 fn two_builds_are_byte_identical() {
-    let dir = tempfile::tempdir().unwrap();
+    // On tmpfs a directory lists its entries in reverse order of creation, so two trees
+    // created in different orders list differently (checked below): the writer must sort.
+    let shm = Path::new("/dev/shm");
+    assert!(
+        shm.is_dir(),
+        "this test needs a tmpfs at /dev/shm (directory order follows creation order there)"
+    );
+    let dir = tempfile::tempdir_in(shm).unwrap();
     let a = dir.path().join("a");
     let b = dir.path().join("b");
     fs::create_dir(&a).unwrap();
     make_tree(&a);
-    // A second tree created later, in another order of creation: same content.
-    fs::create_dir(&b).unwrap();
-    make_tree(&b);
+    // The same content created in another order, with other inodes.
+    copy_tree_in_reverse_order(&a, &b);
+    assert_eq!(describe_tree(&a), describe_tree(&b));
+    let differ: Vec<_> = std::iter::once(a.clone())
+        .chain(all_paths(&a))
+        .filter(|p| fs::symlink_metadata(p).unwrap().is_dir())
+        .filter(|p| readdir_order(p) != readdir_order(&b.join(p.strip_prefix(&a).unwrap())))
+        .collect();
+    assert!(
+        differ.len() >= 3,
+        "directory order must really differ between the two trees"
+    );
     let ra = master_to(&a, &dir.path().join("a.iso"), true);
     let rb = master_to(&b, &dir.path().join("b.iso"), true);
     let ra2 = master_to(&a, &dir.path().join("a2.iso"), true);

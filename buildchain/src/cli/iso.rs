@@ -20,7 +20,8 @@ pub enum IsoCommand {
         #[arg(long)]
         keep_modes: bool,
     },
-    /// Verify the implanted MD5 (like `checkisomd5`).
+    /// Verify the structure (whole volume present, path tables, root directories) and the
+    /// implanted MD5 (like `checkisomd5`).
     Check {
         /// ISO file.
         iso: std::path::PathBuf,
@@ -69,10 +70,9 @@ pub fn run(cmd: &IsoCommand) -> anyhow::Result<u8> {
             Ok(0)
         }
         IsoCommand::Check { iso } => {
-            let r = iso9660_writer::check(iso)
-                .with_context(|| format!("cannot check {}", iso.display()))?;
-            print!("{}", check_text(iso, &r));
-            Ok(u8::from(r.status != CheckStatus::Pass))
+            let (text, code) = check_iso(iso)?;
+            print!("{text}");
+            Ok(code)
         }
         IsoCommand::Ls { iso } => {
             let mut reader = open_reader(iso)?;
@@ -104,6 +104,30 @@ pub fn source_date_epoch() -> anyhow::Result<i64> {
 }
 
 pub use crate::isofile::{master_atomic, master_to};
+
+const FAIL_VERDICT: &str =
+    "\nThe media check is complete, the result is: FAIL.\n\nIt is not recommended to use this media.\n";
+
+/// `iso check`: the text to print and the exit code (0 PASS, 1 FAIL or NA). Structural problems
+/// ([`iso9660_writer::structure_problems`], e.g. truncation inside the 15 sectors the MD5 skips)
+/// are printed one per line, `<iso>: <problem>`, and make the result FAIL; otherwise the
+/// isomd5sum check decides.
+pub fn check_iso(iso: &Path) -> anyhow::Result<(String, u8)> {
+    let mut f = fs::File::open(iso).with_context(|| format!("cannot open {}", iso.display()))?;
+    let problems = iso9660_writer::structure_problems(&mut f)
+        .with_context(|| format!("cannot check {}", iso.display()))?;
+    if !problems.is_empty() {
+        let mut s = String::new();
+        for p in &problems {
+            s.push_str(&format!("{}: {p}\n", iso.display()));
+        }
+        s.push_str(FAIL_VERDICT);
+        return Ok((s, 1));
+    }
+    let r =
+        iso9660_writer::check(iso).with_context(|| format!("cannot check {}", iso.display()))?;
+    Ok((check_text(iso, &r), u8::from(r.status != CheckStatus::Pass)))
+}
 
 /// The text `checkisomd5 --verbose` prints (without the progress meter), then the verdict.
 pub fn check_text(iso: &Path, r: &CheckReport) -> String {
@@ -143,9 +167,7 @@ pub fn check_text(iso: &Path, r: &CheckReport) -> String {
         CheckStatus::Pass => s.push_str(
             "\nThe media check is complete, the result is: PASS.\n\nIt is OK to use this media.\n",
         ),
-        _ => s.push_str(
-            "\nThe media check is complete, the result is: FAIL.\n\nIt is not recommended to use this media.\n",
-        ),
+        _ => s.push_str(FAIL_VERDICT),
     }
     s
 }
@@ -222,16 +244,77 @@ fn check_parents(dest: &Path, path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Extracts every entry of `iso` under `dest` (created if missing); symlinks are created last
-/// and never followed; entries whose path would escape `dest` are refused. Returns the number of
-/// entries extracted.
+/// Extracts every entry of `iso` into `dest`, which must not exist or be an empty directory.
+/// Symlinks are created last and never followed; entries whose path would escape `dest` are
+/// refused. The tree is extracted into a temp directory beside `dest` and renamed into place
+/// whole, so a failed extraction leaves nothing in `dest`. Returns the number of entries.
 pub fn extract(iso: &Path, dest: &Path) -> anyhow::Result<usize> {
+    let dest_exists = match fs::symlink_metadata(dest) {
+        Ok(m) if m.is_dir() => {
+            if fs::read_dir(dest)
+                .with_context(|| format!("cannot list {}", dest.display()))?
+                .next()
+                .is_some()
+            {
+                bail!(
+                    "refusing to extract into {}: it is not empty",
+                    dest.display()
+                );
+            }
+            true
+        }
+        Ok(_) => bail!(
+            "refusing to extract into {}: it is not a directory",
+            dest.display()
+        ),
+        Err(_) => false,
+    };
+    let parent = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    // Created with `create_dir` (not a 0700 temp dir) so `dest` gets the usual umask mode.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let tmp = TempTree(parent.join(format!(
+        "{}extract-{}-{nanos}",
+        crate::fsutil::TEMP_PREFIX,
+        std::process::id()
+    )));
+    fs::create_dir(&tmp.0).with_context(|| format!("cannot create {}", tmp.0.display()))?;
+    // Errors name paths under `dest`, not under the temp directory.
+    let n = extract_into(iso, &tmp.0).map_err(|e| {
+        anyhow::anyhow!(
+            format!("{e:#}").replace(&tmp.0.display().to_string(), &dest.display().to_string())
+        )
+    })?;
+    if dest_exists {
+        fs::remove_dir(dest).with_context(|| format!("cannot replace {}", dest.display()))?;
+    }
+    fs::rename(&tmp.0, dest).with_context(|| format!("cannot rename into {}", dest.display()))?;
+    std::mem::forget(tmp);
+    Ok(n)
+}
+
+/// A temp directory removed (with its content) when dropped.
+struct TempTree(PathBuf);
+
+impl Drop for TempTree {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Extracts `iso` into the existing empty directory `dest`.
+fn extract_into(iso: &Path, dest: &Path) -> anyhow::Result<usize> {
     use std::os::unix::fs::PermissionsExt;
     let mut reader = open_reader(iso)?;
     let entries = reader
         .walk()
         .with_context(|| format!("cannot list {}", iso.display()))?;
-    fs::create_dir_all(dest).with_context(|| format!("cannot create {}", dest.display()))?;
     let mut dir_modes = Vec::new();
     let mut links = Vec::new();
     for e in &entries {

@@ -1,7 +1,8 @@
 //! The command line shared by `buildchain` and `cargo xtask` (thin: parsing and printing only).
 //!
 //! `buildchain [OPTIONS] [TASK…]` builds tasks (default `iso`); engine verbs `list`, `info`,
-//! `clean`; standalone verbs `iso …`, `registry-config`, `solution …`, `image fetch`.
+//! `clean`; standalone verbs `iso …`, `registry-config`, `solution …`, `image fetch`,
+//! `store verify|du|gc`.
 //! Exit codes: 0 success, 1 build/validation failure, 2 usage or configuration error.
 
 pub mod iso;
@@ -111,6 +112,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: crate::solution::cli::SolutionCommand,
     },
+    /// Blob store verbs (`BUILDCHAIN_STORE`).
+    Store {
+        #[command(subcommand)]
+        cmd: StoreCmd,
+    },
     /// Container image verbs.
     Image {
         #[command(subcommand)]
@@ -133,6 +139,16 @@ enum PackagingCmd {
 enum ImageCmd {
     /// Fetch an image into a `dir:` layout (like `skopeo copy docker://REF dir:DEST`).
     Fetch(crate::images::cli::FetchArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum StoreCmd {
+    /// Re-hash every blob; report and remove those that do not match their name (exit 1 if any).
+    Verify,
+    /// Print the number and size of blobs and temp files.
+    Du,
+    /// Remove blobs no build tree hard-links to (they are fetched or rebuilt when needed again).
+    Gc,
 }
 
 /// Re-parses `TASK… [OPTIONS]` given after the task names.
@@ -241,6 +257,50 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Some(Cmd::Image {
             cmd: ImageCmd::Fetch(a),
         }) => crate::images::cli::fetch(&a).map(|()| 0),
+        Some(Cmd::Store { cmd }) => store_verb(&cmd),
+    }
+}
+
+fn store_verb(cmd: &StoreCmd) -> Result<u8> {
+    let store = crate::store::Store::open(crate::store::Store::default_root())?;
+    match cmd {
+        StoreCmd::Verify => {
+            let r = store.verify_all()?;
+            for (name, reason) in &r.bad {
+                println!("removed {name}: {reason}");
+            }
+            if r.bad.is_empty() {
+                println!("{} blobs checked, 0 bad", r.checked);
+                Ok(0)
+            } else {
+                println!("{} blobs checked, {} bad (removed)", r.checked, r.bad.len());
+                Ok(1)
+            }
+        }
+        StoreCmd::Du => {
+            let u = store.usage()?;
+            println!(
+                "{}: {} blobs, {} bytes; {} temp files, {} bytes",
+                store.root().display(),
+                u.blobs,
+                u.blob_bytes,
+                u.temp_files,
+                u.temp_bytes
+            );
+            Ok(0)
+        }
+        StoreCmd::Gc => {
+            let removed = store.gc()?;
+            for (hex, _) in &removed {
+                println!("removed sha256:{hex}");
+            }
+            println!(
+                "{} blobs removed, {} bytes freed",
+                removed.len(),
+                removed.iter().map(|(_, n)| n).sum::<u64>()
+            );
+            Ok(0)
+        }
     }
 }
 

@@ -282,6 +282,28 @@ impl<'g> Engine<'g> {
         Ok(removed)
     }
 
+    /// Removes whole directories a task owns (only under the prune roots).
+    fn remove_owned_dirs(&self, dirs: &[PathBuf], dry_run: bool) -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        for d in dirs {
+            let Some(root) = self.under_prune_roots(d) else {
+                continue;
+            };
+            if !std::fs::symlink_metadata(d).is_ok_and(|m| m.is_dir()) {
+                continue;
+            }
+            if !dry_run {
+                std::fs::remove_dir_all(d)
+                    .with_context(|| format!("cannot remove {}", d.display()))?;
+                if let Some(parent) = d.parent() {
+                    crate::fsutil::remove_empty_parents(parent, root);
+                }
+            }
+            removed.push(rel(d, &self.opts.display_root));
+        }
+        Ok(removed)
+    }
+
     fn commit_record(&self, name: &str, record: Option<TaskRecord>) -> Result<()> {
         if let Ok(mut s) = self.state.lock() {
             match &record {
@@ -331,6 +353,9 @@ impl<'g> Engine<'g> {
             }
             let paths: Vec<PathBuf> = paths.into_iter().collect();
             removed.extend(self.remove_outputs(name, &paths, dry_run)?);
+            if let Some(t) = self.graph.get(name) {
+                removed.extend(self.remove_owned_dirs(&t.owned_dirs, dry_run)?);
+            }
             if !dry_run {
                 self.commit_record(name, None)?;
             }

@@ -42,6 +42,9 @@ pub struct Task {
     pub inputs: Vec<Input>,
     /// Files the task writes (more may be added at run time with [`TaskContext::add_output`]).
     pub outputs: Vec<PathBuf>,
+    /// Directories the task owns whole (e.g. an image's `dir:` layout): `clean` removes them with
+    /// everything in them, even when no state record lists their files.
+    pub owned_dirs: Vec<PathBuf>,
     /// `None` for grouping tasks (they only have dependencies).
     pub action: Option<Action>,
     /// Files left out of tree inputs besides the task's outputs (files later tasks write into
@@ -57,6 +60,7 @@ impl fmt::Debug for Task {
             .field("deps", &self.deps)
             .field("inputs", &self.inputs)
             .field("outputs", &self.outputs)
+            .field("owned_dirs", &self.owned_dirs)
             .field("action", &self.action.is_some())
             .finish()
     }
@@ -72,6 +76,7 @@ impl Task {
             deps: Vec::new(),
             inputs: Vec::new(),
             outputs: Vec::new(),
+            owned_dirs: Vec::new(),
             action: None,
             input_excludes: Vec::new(),
         }
@@ -122,6 +127,11 @@ impl Task {
     /// Declares an output file.
     pub fn output(mut self, path: impl AsRef<Path>) -> Self {
         self.outputs.push(path.as_ref().to_path_buf());
+        self
+    }
+    /// Declares a directory the task owns whole (see [`Task::owned_dirs`]).
+    pub fn owns_dir(mut self, path: impl AsRef<Path>) -> Self {
+        self.owned_dirs.push(path.as_ref().to_path_buf());
         self
     }
     /// Sets the action.

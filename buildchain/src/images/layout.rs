@@ -78,6 +78,57 @@ pub fn write_dir_layout(store: &Store, image: &Resolved, dest: &Path) -> Result<
     Ok(files)
 }
 
+/// Like [`write_dir_layout`], for a directory the caller owns whole (an image directory of the
+/// ISO tree): a `dest` left partial by a crash (no valid `version` file, stray files) is not
+/// refused but replaced. The new layout is built in a temp directory beside `dest` and renamed
+/// into place whole; a valid layout is updated in place (unchanged files keep their mtimes).
+/// Returns every file of the layout, under `dest`.
+pub fn replace_dir_layout(store: &Store, image: &Resolved, dest: &Path) -> Result<Vec<PathBuf>> {
+    let valid = fs::read(dest.join("version")).is_ok_and(|v| v == DIR_VERSION.as_bytes());
+    if valid {
+        return write_dir_layout(store, image, dest);
+    }
+    let parent = dest
+        .parent()
+        .ok_or_else(|| anyhow!("{} has no parent directory", dest.display()))?;
+    fsutil::create_dir_all(parent)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(fsutil::TEMP_PREFIX)
+        .tempdir_in(parent)
+        .with_context(|| format!("cannot create a temp directory in {}", parent.display()))?;
+    let tmp_path = tmp.path().to_path_buf();
+    // A temp directory is 0700; the image directory is served from the ISO tree: 0755.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&tmp_path, fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("cannot chmod {}", tmp_path.display()))?;
+    }
+    let built = write_dir_layout(store, image, &tmp_path)?;
+    crate::testhook::kill_point("image-dir");
+    if fs::symlink_metadata(dest).is_ok() {
+        // Move the partial directory aside (swept by the next run if we die here), then swap.
+        let old = tempfile::Builder::new()
+            .prefix(fsutil::TEMP_PREFIX)
+            .tempdir_in(parent)
+            .with_context(|| format!("cannot create a temp directory in {}", parent.display()))?;
+        let aside = old.path().join("old");
+        fs::rename(dest, &aside)
+            .with_context(|| format!("cannot move {} aside", dest.display()))?;
+        fs::rename(&tmp_path, dest)
+            .with_context(|| format!("cannot rename into {}", dest.display()))?;
+        drop(old);
+    } else {
+        fs::rename(&tmp_path, dest)
+            .with_context(|| format!("cannot rename into {}", dest.display()))?;
+    }
+    // The temp directory is now `dest`: nothing left to delete.
+    let _ = tmp.keep();
+    Ok(built
+        .into_iter()
+        .map(|p| dest.join(p.strip_prefix(&tmp_path).unwrap_or(&p)))
+        .collect())
+}
+
 fn tar_header(size: u64, mtime: u64, dir: bool) -> tar::Header {
     let mut h = tar::Header::new_ustar();
     h.set_uid(0);

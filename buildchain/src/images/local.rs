@@ -428,6 +428,7 @@ pub fn build(
             (gzip_deterministic(&tar)?, OCI_LAYER_GZIP)
         };
         let hex = store.put_bytes(&blob)?;
+        crate::testhook::kill_point("image-layer");
         layers.push(Descriptor {
             media_type: mt.to_string(),
             digest: format!("sha256:{hex}"),

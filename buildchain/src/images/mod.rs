@@ -164,6 +164,8 @@ impl ImageBuilder {
     /// Writes inventory image `name` under `images_root` (`<iso_root>/images`):
     /// `<name>/<tag>/` in the `dir:` layout and, for `tarball: true`, `<name>-<tag>.tar` tagged
     /// `<repo_prefix><name>:<tag>`. Returns every file written (for the engine's outputs).
+    /// `<name>/<tag>/` is owned by the caller: one left partial by a crash is replaced whole
+    /// ([`layout::replace_dir_layout`]).
     pub fn materialize(
         &self,
         name: &str,
@@ -178,13 +180,14 @@ impl ImageBuilder {
             .with_context(|| format!("image {name:?} is not in the inventory"))?;
         let res = self.resolve(name, progress)?;
         let dest = images_root.join(name).join(&entry.tag);
-        let mut files = layout::write_dir_layout(&self.store, &res, &dest).with_context(|| {
-            format!(
-                "image {name}:{}: cannot write {}",
-                entry.tag,
-                dest.display()
-            )
-        })?;
+        let mut files =
+            layout::replace_dir_layout(&self.store, &res, &dest).with_context(|| {
+                format!(
+                    "image {name}:{}: cannot write {}",
+                    entry.tag,
+                    dest.display()
+                )
+            })?;
         if entry.tarball {
             let tar = images_root.join(format!("{name}-{}.tar", entry.tag));
             // A kept index: the tarball holds the image of the entry's platform.

@@ -10,6 +10,10 @@
 //! - retries with exponential backoff on connection errors, resets, 429 (honouring
 //!   `Retry-After`), 5xx and truncated bodies; a retried blob restarts from zero (the partial temp
 //!   file is discarded), never keeps partial bytes;
+//! - bounded downloads: connect timeout, per-read and stall timeouts (less than
+//!   [`STALL_PROGRESS_BYTES`] received within `BUILDCHAIN_FETCH_STALL_SECS`, default 60, fails the
+//!   attempt), and a blob whose declared size exceeds the free space of the store's file system
+//!   or `BUILDCHAIN_MAX_BLOB_BYTES` is refused before any byte is fetched;
 //! - a blob already in the store is never fetched; concurrent requests for the same blob in one
 //!   process are collapsed into one download.
 
@@ -17,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine as _;
@@ -43,6 +47,22 @@ pub struct ClientOptions {
     pub initial_backoff: Duration,
     /// Credentials file (default: `REGISTRY_AUTH_FILE`, else docker's `config.json`).
     pub auth_file: Option<std::path::PathBuf>,
+    /// A blob download that receives less than [`STALL_PROGRESS_BYTES`] in this long fails
+    /// (`BUILDCHAIN_FETCH_STALL_SECS`, default 60); also the per-read timeout.
+    pub stall_timeout: Duration,
+    /// Largest blob accepted (`BUILDCHAIN_MAX_BLOB_BYTES`; default: no limit but the free space
+    /// of the store's file system).
+    pub max_blob_bytes: Option<u64>,
+}
+
+/// Bytes a download must receive within the stall timeout to count as progressing.
+pub const STALL_PROGRESS_BYTES: u64 = 64 * 1024;
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|n| *n > 0)
 }
 
 impl Default for ClientOptions {
@@ -52,6 +72,10 @@ impl Default for ClientOptions {
             max_attempts: 6,
             initial_backoff: Duration::from_millis(200),
             auth_file: None,
+            stall_timeout: Duration::from_secs(
+                env_u64("BUILDCHAIN_FETCH_STALL_SECS").unwrap_or(60),
+            ),
+            max_blob_bytes: env_u64("BUILDCHAIN_MAX_BLOB_BYTES"),
         }
     }
 }
@@ -222,11 +246,16 @@ fn retry_after(resp: &ureq::http::Response<ureq::Body>) -> Option<Duration> {
         .map(|s| Duration::from_secs(s.min(60)))
 }
 
-/// A reader that records whether the transport failed and how many bytes came through.
+/// A reader that records whether the transport failed and how many bytes came through, and
+/// fails with `stalled` set when less than [`STALL_PROGRESS_BYTES`] arrive within `stall`.
 struct Watch<'a, R> {
     inner: R,
     n: u64,
     io_error: &'a AtomicBool,
+    stalled: &'a AtomicBool,
+    stall: Duration,
+    mark: Instant,
+    since_mark: u64,
     progress: Option<&'a Progress>,
     stats: &'a Stats,
 }
@@ -239,6 +268,19 @@ impl<R: Read> Read for Watch<'_, R> {
                 self.stats.blob_bytes.fetch_add(n as u64, Ordering::Relaxed);
                 if let Some(p) = self.progress {
                     p.inc(n as u64);
+                }
+                // One crash point per 64 KiB boundary crossed (a count independent of read sizes).
+                for _ in (self.n - n as u64) / STALL_PROGRESS_BYTES..self.n / STALL_PROGRESS_BYTES {
+                    crate::testhook::kill_point("fetch");
+                }
+                self.since_mark += n as u64;
+                if n == 0 || self.since_mark >= STALL_PROGRESS_BYTES {
+                    self.mark = Instant::now();
+                    self.since_mark = 0;
+                } else if self.mark.elapsed() > self.stall {
+                    self.stalled.store(true, Ordering::Relaxed);
+                    self.io_error.store(true, Ordering::Relaxed);
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "stalled"));
                 }
                 Ok(n)
             }
@@ -266,7 +308,7 @@ impl RegistryClient {
             .timeout_connect(Some(Duration::from_secs(20)))
             .timeout_recv_response(Some(Duration::from_secs(60)))
             .timeout_recv_body(None)
-            .timeout_per_read(Some(Duration::from_secs(60)))
+            .timeout_per_read(Some(opts.stall_timeout))
             .max_idle_connections_per_host(16)
             .build();
         Ok(RegistryClient {
@@ -551,19 +593,33 @@ impl RegistryClient {
         if store.contains(&hex) {
             return Ok(0);
         }
+        self.check_size(store, d, what)?;
         let url = self.url(r, &format!("blobs/{}", d.digest));
+        let stall = self.opts.stall_timeout;
         let n = self.with_retries(&format!("{what}: blob {}", d.digest), || {
             let resp = self.get(r, &url, None)?;
             let io_error = AtomicBool::new(false);
+            let stalled = AtomicBool::new(false);
             let mut w = Watch {
                 inner: resp.into_body().into_reader(),
                 n: 0,
                 io_error: &io_error,
+                stalled: &stalled,
+                stall,
+                mark: Instant::now(),
+                since_mark: 0,
                 progress,
                 stats: &self.stats,
             };
             match store.put_verified(&hex, Some(d.size), &mut w, what) {
                 Ok(n) => Ok(n),
+                Err(_) if stalled.load(Ordering::Relaxed) => Err(Failure::Retry(
+                    anyhow!(
+                        "{url}: stalled: less than {STALL_PROGRESS_BYTES} bytes received in {} s (BUILDCHAIN_FETCH_STALL_SECS)",
+                        stall.as_secs_f64()
+                    ),
+                    None,
+                )),
                 Err(e) if io_error.load(Ordering::Relaxed) || w.n < d.size => Err(Failure::Retry(
                     anyhow!(
                         "{url}: incomplete body ({} of {} bytes): {e:#}",
@@ -579,6 +635,16 @@ impl RegistryClient {
         Ok(n)
     }
 
+    /// Refuses a blob whose declared size exceeds the configured maximum or the free space of
+    /// the store's file system.
+    pub fn check_size(&self, store: &Store, d: &Descriptor, what: &str) -> Result<()> {
+        store.check_room(
+            &format!("{what}: blob {}", d.digest),
+            d.size,
+            self.opts.max_blob_bytes,
+        )
+    }
+
     /// Downloads every blob of `image` missing from the store, in parallel (bounded pool).
     pub fn fetch_image_blobs(
         &self,
@@ -589,6 +655,9 @@ impl RegistryClient {
         progress: Option<&Progress>,
     ) -> Result<()> {
         let missing = missing_blobs(store, image);
+        for d in &missing {
+            self.check_size(store, d, what)?;
+        }
         if let Some(p) = progress {
             p.add_total(missing.iter().map(|d| d.size).sum());
         }
@@ -672,6 +741,9 @@ pub fn fetch_many(
         p.add_total(unique.values().map(|(_, d)| d.size).sum());
     }
     let work: Vec<(usize, Descriptor)> = unique.into_values().collect();
+    for (i, d) in &work {
+        client.check_size(store, d, &jobs[*i].1)?;
+    }
     pool().install(|| {
         work.par_iter().try_for_each(|(i, d)| {
             let (r, what, _) = &jobs[*i];

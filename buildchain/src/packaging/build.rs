@@ -269,6 +269,7 @@ pub fn build_to_signed(
     let mut bytes = Vec::new();
     pkg.write(&mut bytes)
         .with_context(|| format!("cannot serialise {}", dest.display()))?;
+    crate::testhook::kill_point("rpm");
     crate::fsutil::write_if_changed(dest, &bytes, Some(0o644))?;
     Ok(crate::fsutil::sha256_bytes(&bytes))
 }

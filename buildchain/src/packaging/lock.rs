@@ -424,6 +424,11 @@ pub fn fetch(
                 );
             }
             let url = remote::join_url(&repo.baseurl, &rp.href);
+            store.check_room(
+                &format!("package {} sha256:{sha}", p.nevra()),
+                size,
+                crate::images::registry::ClientOptions::default().max_blob_bytes,
+            )?;
             let mut body = remote::http_stream(&agent, &url)
                 .with_context(|| format!("package {}", p.nevra()))?;
             stats.requests += 1;

@@ -87,11 +87,15 @@ pub struct RepomdEntry {
     pub checksum: String,
 }
 
-/// An HTTP agent with sane timeouts and HTTP errors as errors.
+/// An HTTP agent with sane timeouts and HTTP errors as errors: connect 30 s, whole request
+/// 600 s, and no byte for `BUILDCHAIN_FETCH_STALL_SECS` (default 60) fails a read.
 pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(600)))
         .timeout_connect(Some(Duration::from_secs(30)))
+        .timeout_per_read(Some(
+            crate::images::registry::ClientOptions::default().stall_timeout,
+        ))
         .build()
         .into()
 }

@@ -178,6 +178,7 @@ pub fn write_repodata_for(
         let name = format!("{sha}-{kind}.xml.gz");
         let path = repodata.join(&name);
         crate::fsutil::write_if_changed(&path, gz, Some(0o644))?;
+        crate::testhook::kill_point("repodata");
         files.push(path);
         let _ = write!(
             repomd,

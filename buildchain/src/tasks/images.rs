@@ -50,7 +50,8 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
             .value("inventory entry", entry.to_json())
             .value("platform", entry.platform()?.to_string())
             .output(dest.join("manifest.json"))
-            .output(dest.join("version"));
+            .output(dest.join("version"))
+            .owns_dir(&dest);
         // The inventory files themselves are not inputs (an unrelated entry changing must not
         // rebuild this image): the entry's JSON is.
         // Local builds: the image's directory and every local ancestor's (entry + directory).

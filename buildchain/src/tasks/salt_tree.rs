@@ -38,7 +38,11 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
                         .doc(format!("copy salt/{src_dir}/{rel}"))
                         .input_file(&src)
                         .output(&dest)
-                        .action(move |_| copy_file_if_changed(&s, &d).map(|_| ())),
+                        .action(move |_| {
+                            copy_file_if_changed(&s, &d)?;
+                            crate::testhook::kill_point("salt");
+                            Ok(())
+                        }),
                 );
             }
         }
@@ -89,6 +93,7 @@ pub fn render_file(
         || dest.extension().is_some_and(|e| e == "sh");
     let mode = if exec { 0o755 } else { 0o644 };
     crate::fsutil::write_if_changed(dest, rendered.as_bytes(), Some(mode))?;
+    crate::testhook::kill_point("salt");
     Ok(())
 }
 

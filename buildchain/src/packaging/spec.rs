@@ -282,7 +282,7 @@ pub fn parse_mode(s: &str, what: &str) -> Result<u16> {
 
 fn check_definition(l: &LoadedDef) -> Result<()> {
     let d = &l.def;
-    let file = l.path.display();
+    let file = crate::yamlerr::shown(&l.path);
     let name_ok = |s: &str| {
         !s.is_empty()
             && s.chars()

@@ -21,11 +21,25 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
     let ctx = product::template_context(settings, &platform);
     let ctx_json = serde_json::to_string(&ctx)?;
     let mut out = Vec::new();
+    // ISO path → the source producing it (`top.sls` and `top.sls.in` cannot both ship).
+    let mut producers: BTreeMap<String, String> = BTreeMap::new();
     for (src_dir, dest_dir) in [("states", "salt"), ("pillar", "pillar")] {
         let src_root = settings.repo_root.join("salt").join(src_dir);
         let dest_root = settings.iso_root.join(dest_dir);
         for src in crate::engine::signature::walk_tree(&src_root)? {
             let rel = rel_name(&src, &src_root);
+            let shipped = format!("{dest_dir}/{}", rel.strip_suffix(".in").unwrap_or(&rel));
+            let origin = rel_name(&src, &settings.repo_root);
+            if let Some(other) = producers.insert(shipped.clone(), origin.clone()) {
+                let (a, b) = if other < origin {
+                    (other, origin)
+                } else {
+                    (origin, other)
+                };
+                anyhow::bail!(
+                    "{a} and {b} both produce {shipped} in the ISO tree: remove one of them"
+                );
+            }
             if let Some(stem) = rel.strip_suffix(".in") {
                 let dest = dest_root.join(stem);
                 out.push(render_task(settings, &src, &dest, &ctx, &ctx_json)?);

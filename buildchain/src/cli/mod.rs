@@ -329,13 +329,13 @@ fn build(opts: &GraphOptions, patterns: &[String]) -> Result<u8> {
                 eprintln!("pruned stale output {p}");
             }
             if opts.dry_run {
-                for t in summary
-                    .tasks
-                    .iter()
-                    .filter(|t| t.status == engine::Status::WouldRun)
-                {
-                    println!("would run {}: {}", t.name, t.reasons.join("; "));
-                }
+                eprintln!(
+                    "{} tasks: {} would run, {} up to date (dry run: nothing was run)",
+                    summary.tasks.len(),
+                    count(engine::Status::WouldRun),
+                    count(engine::Status::Skipped) + count(engine::Status::Success),
+                );
+                return Ok(if summary.ok { 0 } else { 1 });
             }
             eprintln!(
                 "{} tasks: {} ran, {} up to date, {} failed, {} blocked ({:.2}s); log: {}",

@@ -87,7 +87,7 @@ impl Status {
             Status::Skipped => "SKIPPED",
             Status::Error => "ERROR",
             Status::Blocked => "BLOCKED",
-            Status::WouldRun => "WOULD RUN",
+            Status::WouldRun => "WOULD-RUN",
         }
     }
 }
@@ -335,7 +335,9 @@ impl<'g> Engine<'g> {
         Ok(removed)
     }
 
-    fn run_one(&self, task: &Task, hub: &ProgressHub, dep_ran: bool) -> TaskResult {
+    /// Runs (or, in a dry run, judges) one task. `ran_deps` are the dependencies that ran (or
+    /// would run): in a dry run their outputs are about to change, so the task would run too.
+    fn run_one(&self, task: &Task, hub: &ProgressHub, ran_deps: &[String]) -> TaskResult {
         let started = Instant::now();
         let mut result = TaskResult {
             name: task.name.clone(),
@@ -344,12 +346,21 @@ impl<'g> Engine<'g> {
             reasons: Vec::new(),
             error: None,
         };
+        let dep_reasons: Vec<String> = if self.opts.dry_run {
+            ran_deps
+                .iter()
+                .map(|d| format!("dependency {d} would run"))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let Some(action) = task.action.clone() else {
-            result.status = if dep_ran {
-                Status::Success
-            } else {
-                Status::Skipped
+            result.status = match (ran_deps.is_empty(), self.opts.dry_run) {
+                (true, _) => Status::Skipped,
+                (false, true) => Status::WouldRun,
+                (false, false) => Status::Success,
             };
+            result.reasons = dep_reasons;
             return result;
         };
         let decision = match self.decide(task) {
@@ -360,14 +371,20 @@ impl<'g> Engine<'g> {
                 return result;
             }
         };
+        if self.opts.dry_run {
+            // Own reasons first, then the dependencies that would run before it.
+            let mut reasons = decision.reasons;
+            reasons.extend(dep_reasons);
+            if !reasons.is_empty() {
+                result.status = Status::WouldRun;
+                result.reasons = reasons;
+            }
+            return result;
+        }
         if decision.reasons.is_empty() {
             return result;
         }
         result.reasons = decision.reasons;
-        if self.opts.dry_run {
-            result.status = Status::WouldRun;
-            return result;
-        }
         self.print_line("STARTED", &task.name, None);
         let mut ctx = TaskContext {
             name: task.name.clone(),
@@ -440,6 +457,27 @@ impl<'g> Engine<'g> {
             duration_s: started.elapsed().as_secs_f64(),
         };
         self.commit_record(&task.name, Some(record))
+    }
+
+    /// The line of a finished task: `SUCCESS t [1.00s]`, `SKIPPED t`; in a dry run
+    /// `WOULD-RUN t (reasons)` or `UP-TO-DATE t` (a dry run never says SUCCESS).
+    fn print_result(&self, r: &TaskResult) {
+        if self.opts.reporter != Reporter::Text {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = match r.status {
+            Status::WouldRun => writeln!(out, "WOULD-RUN {} ({})", r.name, r.reasons.join("; ")),
+            Status::Skipped if self.opts.dry_run => writeln!(out, "UP-TO-DATE {}", r.name),
+            Status::Success | Status::Error => writeln!(
+                out,
+                "{:<8} {} [{:.2}s]",
+                r.status.label(),
+                r.name,
+                r.duration_s
+            ),
+            _ => writeln!(out, "{:<8} {}", r.status.label(), r.name),
+        };
     }
 
     fn print_line(&self, label: &str, name: &str, secs: Option<f64>) {
@@ -614,23 +652,18 @@ pub fn run(graph: &Graph, targets: &[String], opts: RunOptions) -> Result<RunSum
                     }
                 };
                 let task = graph.get(&name).expect("known task");
-                let dep_ran = {
+                let ran_deps: Vec<String> = {
                     let s = sched.lock().expect("scheduler lock");
-                    task.deps.iter().any(|d| {
-                        matches!(s.statuses.get(d), Some(Status::Success | Status::WouldRun))
-                    })
+                    task.deps
+                        .iter()
+                        .filter(|d| {
+                            matches!(s.statuses.get(*d), Some(Status::Success | Status::WouldRun))
+                        })
+                        .cloned()
+                        .collect()
                 };
-                let result = engine.run_one(task, &hub, dep_ran);
-                if result.status != Status::Skipped || task.action.is_some() {
-                    engine.print_line(
-                        result.status.label(),
-                        &name,
-                        (result.status == Status::Success || result.status == Status::Error)
-                            .then_some(result.duration_s),
-                    );
-                } else {
-                    engine.print_line(result.status.label(), &name, None);
-                }
+                let result = engine.run_one(task, &hub, &ran_deps);
+                engine.print_result(&result);
                 if let Some(err) = &result.error {
                     if opts.reporter == Reporter::Text {
                         eprintln!("ERROR in {name}:\n{err}");
@@ -694,7 +727,13 @@ pub fn run(graph: &Graph, targets: &[String], opts: RunOptions) -> Result<RunSum
         duration_s: started.elapsed().as_secs_f64(),
         pruned,
     };
-    write_build_log(&opts.build_root, started_at, targets, &summary)?;
+    // `build.log` is the log of the last run that did something: a dry run or a run with
+    // nothing to do leaves it (and the state DB) untouched.
+    let did_work = !summary.pruned.is_empty()
+        || summary.tasks.iter().any(|t| t.status != Status::Skipped);
+    if !opts.dry_run && did_work {
+        write_build_log(&opts.build_root, started_at, targets, &summary)?;
+    }
     Ok(summary)
 }
 

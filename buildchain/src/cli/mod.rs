@@ -55,8 +55,9 @@ pub struct GraphOptions {
     name = "buildchain",
     version,
     about = "Offline ISO build system: build graph, images, RPM repos, static registry, ISO-9660",
-    after_help = "Tasks: iso (default), populate_iso, images, packaging, salt_tree, and sub-tasks \
-                  `task:item[/step]` (see `list --all`); wildcards like `images:*` work."
+    after_help = "Tasks: iso (default), populate_iso, images, packaging, salt_tree, solutions \
+                  (Solution ISOs, not part of iso), and sub-tasks `task:item[/step]` (see \
+                  `list --all`); wildcards like `images:*` work."
 )]
 struct Cli {
     #[command(flatten)]
@@ -69,10 +70,11 @@ struct Cli {
 enum Cmd {
     /// List tasks.
     List {
-        /// Include sub-tasks.
+        /// Also list sub-tasks (`images:pause`, `salt_tree:salt/top.sls`, …).
         #[arg(long)]
         all: bool,
-        /// Include private tasks.
+        /// Also list private tasks: sub-tasks and the internal steps that aggregate other
+        /// tasks' outputs (repodata, SHA256SUMS, versions.json, registry includes).
         #[arg(long, short = 'p')]
         private: bool,
     },
@@ -141,11 +143,25 @@ struct TaskArgs {
 
 /// Entry point: parses `std::env::args`, runs, maps errors to exit codes.
 pub fn main_from_env(program: &str) -> ExitCode {
+    main_from_env_with(program, &[])
+}
+
+/// [`main_from_env`] for a front end that handles more commands itself (`cargo xtask bench`):
+/// `extra` (name, one-line help) are listed by `--help`.
+pub fn main_from_env_with(program: &str, extra: &[(&'static str, &'static str)]) -> ExitCode {
+    use clap::{CommandFactory, FromArgMatches};
     let mut args: Vec<String> = std::env::args().collect();
     if let Some(first) = args.first_mut() {
         *first = program.to_string();
     }
-    let cli = match Cli::try_parse_from(&args) {
+    let mut command = Cli::command();
+    for (name, about) in extra {
+        command = command.subcommand(clap::Command::new(*name).about(*about));
+    }
+    let parsed = command
+        .try_get_matches_from(&args)
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
@@ -220,7 +236,9 @@ fn dispatch(cli: Cli) -> Result<u8> {
             for r in &removed {
                 println!("{} {r}", if dry_run { "would remove" } else { "removed" });
             }
-            if tasks.is_empty() && !dry_run {
+            if tasks.is_empty() && dry_run {
+                println!("would remove {}", settings.build_root.display());
+            } else if tasks.is_empty() {
                 // Everything under the build root is ours: leave nothing behind.
                 if settings.build_root.exists() {
                     std::fs::remove_dir_all(&settings.build_root).with_context(|| {

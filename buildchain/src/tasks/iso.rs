@@ -20,6 +20,11 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
     let timestamp = settings.timestamp() as i64;
     let (i, s, p) = (iso.clone(), sum.clone(), product.clone());
     let v = volid.clone();
+    let shown = iso
+        .strip_prefix(&settings.repo_root)
+        .unwrap_or(&iso)
+        .display()
+        .to_string();
     Ok(vec![Task::new("iso")
         .public()
         .doc("Build the ISO: dist/<name>-<version>.iso, dist/SHA256SUM, dist/product.txt")
@@ -61,6 +66,7 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
                 report.shared_extents,
                 report.md5_hex.unwrap_or_default()
             ));
+            ctx.note(&format!("wrote {shown}"));
             Ok(())
         })])
 }

@@ -29,7 +29,7 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
         let origin = rel_name(&src, &settings.repo_root);
         out.push(
             Task::new(format!("populate_iso:{stem}"))
-                .doc(format!("render {origin}"))
+                .doc(format!("Render {origin}"))
                 .input_file(&src)
                 .value("template context", ctx_json.clone())
                 .output(&dest)
@@ -43,7 +43,7 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
     let dest = settings.iso_root.join("product.txt");
     let sde = settings.source_date_epoch;
     let mut t = Task::new("populate_iso:product.txt")
-        .doc("write product.txt")
+        .doc("Write product.txt")
         .value("product", serde_json::to_string(&info)?)
         .output(&dest);
     if let Some(e) = sde {
@@ -69,7 +69,8 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
     let s = sums.clone();
     out.push(
         Task::new("populate_iso:SHA256SUMS")
-            .doc("write the /SHA256SUMS content manifest of the ISO tree")
+            .doc("Write the /SHA256SUMS content manifest of the ISO tree")
+            .internal()
             .deps(content_deps.clone())
             .input_tree(&settings.iso_root)
             .output(&sums)

@@ -49,7 +49,7 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
                 let (s, d) = (src.clone(), dest.clone());
                 out.push(
                     Task::new(name)
-                        .doc(format!("copy salt/{src_dir}/{rel}"))
+                        .doc(format!("Copy salt/{src_dir}/{rel}"))
                         .input_file(&src)
                         .output(&dest)
                         .action(move |_| copy_file_if_changed(&s, &d).map(|_| ())),
@@ -81,7 +81,7 @@ pub fn render_task(
     let (s, d, c) = (src.to_path_buf(), dest.to_path_buf(), ctx.clone());
     let origin = rel_name(src, &settings.repo_root);
     Ok(Task::new(name)
-        .doc(format!("render {origin}"))
+        .doc(format!("Render {origin}"))
         .input_file(src)
         .value("template context", ctx_json)
         .output(dest)
@@ -114,7 +114,8 @@ fn versions_json_task(settings: &Settings, platform: &PlatformVersions) -> Resul
     let d = dest.clone();
     let t = text.clone();
     Ok(Task::new("salt_tree:salt/metalk8s/versions.json")
-        .doc("generate salt/metalk8s/versions.json")
+        .doc("Generate salt/metalk8s/versions.json")
+        .internal()
         .value("versions.json", text)
         .output(&dest)
         .action(move |_| {
@@ -138,7 +139,8 @@ fn registry_config_task(settings: &Settings) -> Task {
     let (pv, cm, img) = (per_version.clone(), common.clone(), images.clone());
     let o = opts.clone();
     Task::new("salt_tree:salt/metalk8s/repo/files/metalk8s-registry.inc")
-        .doc("generate the static-registry nginx includes from the image tree")
+        .doc("Generate the static-registry nginx includes from the image tree")
+        .internal()
         .dep("images")
         .input_tree(&images)
         .value("name prefix", opts.name_prefix.clone())

@@ -29,7 +29,7 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
         let info = BuildInfo::detect(&dir)?;
         let mut t = Task::new(format!("solutions:{}", def.name))
             .doc(format!(
-                "build the {} Solution ISOs ({})",
+                "Build the {} ISOs ({}) into dist/solutions/",
                 def.display_name,
                 def.versions.join(", ")
             ))

@@ -57,9 +57,10 @@ pub fn render(e: &serde_saphyr::Error, origin: &str) -> String {
 mod tests {
     #[test]
     fn error_names_the_file_once() {
-        let e = super::parse_yaml::<std::collections::BTreeMap<String, u32>>("a: 1\nb: x\n", "f.yaml")
-            .unwrap_err()
-            .to_string();
+        let e =
+            super::parse_yaml::<std::collections::BTreeMap<String, u32>>("a: 1\nb: x\n", "f.yaml")
+                .unwrap_err()
+                .to_string();
         assert!(e.starts_with("f.yaml:2:4: "), "{e}");
         assert!(e.lines().any(|l| l.trim() == "--> f.yaml:2:4"), "{e}");
         assert!(!e.contains("error"), "{e}");

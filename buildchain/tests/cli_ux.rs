@@ -221,19 +221,25 @@ fn dry_run_predicts_exactly_the_tasks_the_real_run_runs() {
     assert_eq!(would, ran, "dry run:\n{dry_out}\nreal run:\n{real_out}");
     assert!(ran.contains(&"iso".to_string()), "{real_out}");
     assert!(
-        dry_out.lines().any(|l| l
-            == "WOULD-RUN iso (dependency populate_iso would run)"),
+        dry_out
+            .lines()
+            .any(|l| l == "WOULD-RUN iso (dependency populate_iso would run)"),
         "{dry_out}"
     );
     assert!(
-        dry_out.lines().any(|l| l
-            == "WOULD-RUN salt_tree:salt/top.sls (changed file salt/states/top.sls.in)"),
+        dry_out
+            .lines()
+            .any(|l| l == "WOULD-RUN salt_tree:salt/top.sls (changed file salt/states/top.sls.in)"),
         "{dry_out}"
     );
     let up = tasks_labelled(&dry_out, "UP-TO-DATE");
     assert_eq!(up.len() + would.len(), 23, "{dry_out}");
     assert!(
-        stderr(&dry).contains(&format!("{} would run, {} up to date", would.len(), up.len())),
+        stderr(&dry).contains(&format!(
+            "{} would run, {} up to date",
+            would.len(),
+            up.len()
+        )),
         "{}",
         stderr(&dry)
     );
@@ -289,7 +295,10 @@ fn list_all_and_list_private_differ() {
     assert!(public.iter().all(|n| all.contains(n)));
     assert!(all.iter().all(|n| private.contains(n)));
     assert!(all.contains(&"images:pause".to_string()), "{all:?}");
-    assert!(all.contains(&"salt_tree:salt/top.sls".to_string()), "{all:?}");
+    assert!(
+        all.contains(&"salt_tree:salt/top.sls".to_string()),
+        "{all:?}"
+    );
     let only_private: Vec<&String> = private.iter().filter(|n| !all.contains(n)).collect();
     assert_eq!(
         only_private,
@@ -456,8 +465,8 @@ fn solutions_take_source_date_epoch_from_dotenv() {
     let text = std::fs::read_to_string(&manifest).unwrap();
     // 1600000000 = 2020-09-13T12:26:40Z
     assert!(
-        text.lines()
-            .any(|l| l.trim() == "solutions.metalk8s.scality.com/build-timestamp: 2020-09-13T12:26:40Z"),
+        text.lines().any(|l| l.trim()
+            == "solutions.metalk8s.scality.com/build-timestamp: \"2020-09-13T12:26:40Z\""),
         "{text}"
     );
 }

@@ -729,8 +729,8 @@ pub fn run(graph: &Graph, targets: &[String], opts: RunOptions) -> Result<RunSum
     };
     // `build.log` is the log of the last run that did something: a dry run or a run with
     // nothing to do leaves it (and the state DB) untouched.
-    let did_work = !summary.pruned.is_empty()
-        || summary.tasks.iter().any(|t| t.status != Status::Skipped);
+    let did_work =
+        !summary.pruned.is_empty() || summary.tasks.iter().any(|t| t.status != Status::Skipped);
     if !opts.dry_run && did_work {
         write_build_log(&opts.build_root, started_at, targets, &summary)?;
     }

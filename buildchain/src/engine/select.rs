@@ -109,7 +109,11 @@ pub fn suggestions(graph: &Graph, pat: &str) -> Vec<String> {
             .collect();
     }
     scored.sort();
-    scored.into_iter().take(5).map(|(_, n)| n.to_string()).collect()
+    scored
+        .into_iter()
+        .take(5)
+        .map(|(_, n)| n.to_string())
+        .collect()
 }
 
 #[cfg(test)]

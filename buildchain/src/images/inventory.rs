@@ -233,7 +233,11 @@ impl Inventory {
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("cannot read image inventory {}", file.display()))?;
             // Shown relative to the repository, as the user typed it.
-            let shown = file.strip_prefix(repo_root).unwrap_or(file).display().to_string();
+            let shown = file
+                .strip_prefix(repo_root)
+                .unwrap_or(file)
+                .display()
+                .to_string();
             let parsed: InventoryFile = match crate::yamlerr::parse_yaml(&text, &shown) {
                 Ok(p) => p,
                 Err(e) => match misindented_key(&text) {

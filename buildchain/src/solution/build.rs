@@ -37,6 +37,16 @@ pub struct BuildInfo {
 impl BuildInfo {
     /// Gathers the facts from the environment and git.
     pub fn detect(dir: &Path) -> Result<Self> {
+        Ok(Self::collect(
+            crate::config::source_date_epoch_from_env()?,
+            dir,
+        ))
+    }
+
+    /// The facts for a build with the settings' `SOURCE_DATE_EPOCH` (else the last commit time
+    /// of `dir`, else 0), `BUILD_HOST` and the git revision of `dir`. Runs git: call it from a
+    /// task action, not while the graph is built.
+    pub fn collect(source_date_epoch: Option<u64>, dir: &Path) -> Self {
         let git = |args: &[&str]| -> Option<String> {
             let o = std::process::Command::new("git")
                 .arg("-C")
@@ -49,27 +59,19 @@ impl BuildInfo {
                 .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
                 .filter(|s| !s.is_empty())
         };
-        let epoch = match crate::config::source_date_epoch_from_env()? {
+        let epoch = match source_date_epoch {
             Some(e) => e,
             None => git(&["log", "-1", "--format=%ct"])
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0),
         };
-        let host = std::env::var("BUILD_HOST")
-            .ok()
-            .filter(|s| !s.is_empty())
-            .or_else(|| {
-                std::fs::read_to_string("/proc/sys/kernel/hostname")
-                    .ok()
-                    .map(|s| s.trim().to_string())
-            })
-            .unwrap_or_else(|| "unknown".into());
+        let host = crate::product::build_host();
         let git_revision = git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into());
-        Ok(BuildInfo {
+        BuildInfo {
             epoch,
             host,
             git_revision,
-        })
+        }
     }
 }
 

@@ -46,6 +46,11 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
         .doc("Write product.txt")
         .value("product", serde_json::to_string(&info)?)
         .output(&dest);
+    // `git describe` runs in the action; a commit or a branch switch changes these files.
+    for f in product::git_state_files(&settings.repo_root) {
+        t = t.input_file(f);
+    }
+    let repo = settings.repo_root.clone();
     if let Some(e) = sde {
         t = t.value("SOURCE_DATE_EPOCH", e.to_string());
     }
@@ -57,7 +62,8 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
                 .map(|d| d.as_secs())
                 .unwrap_or(0)
         });
-        crate::fsutil::write_if_changed(&d, info.render(ts).as_bytes(), Some(0o644)).map(|_| ())
+        let text = info.clone().with_git(&repo).render(ts);
+        crate::fsutil::write_if_changed(&d, text.as_bytes(), Some(0o644)).map(|_| ())
     }));
 
     let mut content_deps: Vec<String> = out.iter().map(|t| t.name.clone()).collect();

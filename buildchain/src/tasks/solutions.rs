@@ -26,7 +26,9 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
     dirs.sort();
     for dir in dirs {
         let def = Definition::load(&dir)?;
-        let info = BuildInfo::detect(&dir)?;
+        // The build facts are gathered in the action (git runs there, not on every `list`);
+        // their inputs are the settings and the git state files.
+        let sde = settings.source_date_epoch;
         let mut t = Task::new(format!("solutions:{}", def.name))
             .doc(format!(
                 "Build the {} ISOs ({}) into dist/solutions/",
@@ -34,8 +36,15 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
                 def.versions.join(", ")
             ))
             .input_tree(&dir)
-            .value("build info", format!("{info:?}"))
+            .value(
+                "SOURCE_DATE_EPOCH",
+                sde.map_or_else(|| "unset (last commit time)".to_string(), |e| e.to_string()),
+            )
+            .value("build host", crate::product::build_host())
             .output(outdir.join("SHA256SUM"));
+        for f in crate::product::git_state_files(&settings.repo_root) {
+            t = t.input_file(f);
+        }
         for v in &def.versions {
             t = t.output(outdir.join(format!("{}-{v}.iso", def.name)));
         }
@@ -43,6 +52,7 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
         out.push(t.action(move |ctx| {
             let def = Definition::load(&d)?;
             let store = Store::open(&store_root)?;
+            let info = BuildInfo::collect(sde, &d);
             for v in &def.versions {
                 let built = build_version(&def, &d, v, &o, &store, &info)
                     .with_context(|| format!("Solution {} {v}", def.name))?;

@@ -39,7 +39,8 @@ fn append_link(b: &mut tar::Builder<std::fs::File>, path: &str, target: &str, ha
 /// An OCI layout tar whose config blob is a link to the layer blob's path.
 fn oci_tar_with_link(dir: &Path, hard: bool) -> (std::path::PathBuf, String) {
     let layer = b"not really a layer".to_vec();
-    let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
     let (lhex, chex) = (sha(&layer), sha(config));
     let manifest = format!(
         r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{chex}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:{lhex}","size":{}}}]}}"#,
@@ -91,7 +92,10 @@ fn oci_archive_link_blobs_are_unsupported_link_entries() {
             )),
             "{msg}"
         );
-        assert!(msg.ends_with("unsupported link entry (blobs must be regular files)"), "{msg}");
+        assert!(
+            msg.ends_with("unsupported link entry (blobs must be regular files)"),
+            "{msg}"
+        );
         assert!(!msg.contains("e3b0c442"), "{msg}");
         assert!(!store.contains(&chex));
     }
@@ -171,7 +175,11 @@ fn manifest_over_16_mib_is_refused_as_too_large() {
     let client = RegistryClient::new(ClientOptions::default()).unwrap();
     let digest = format!("sha256:{}", "ab".repeat(32));
     for reference in ["1.0", digest.as_str()] {
-        let sep = if reference.starts_with("sha256:") { "@" } else { ":" };
+        let sep = if reference.starts_with("sha256:") {
+            "@"
+        } else {
+            ":"
+        };
         let r = Reference::parse(&format!("127.0.0.1:{port}/big/image{sep}{reference}")).unwrap();
         let msg = match client.get_manifest(&r, reference, "image big") {
             Ok((body, _)) => panic!("a {} byte manifest was accepted", body.len()),
@@ -185,4 +193,35 @@ fn manifest_over_16_mib_is_refused_as_too_large() {
         );
         assert!(!msg.contains("does not match its digest"), "{msg}");
     }
+}
+
+/// A full disk (`/dev/full`: every write fails with ENOSPC) under the writer's I/O error, which
+/// formats its source into its message and also chains it: the OS error is said once.
+#[test]
+fn full_disk_error_is_printed_once() {
+    let mut full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let io = full.write_all(&[0u8; 4096]).unwrap_err();
+    assert_eq!(io.raw_os_error(), Some(libc_enospc()));
+    let err = iso9660_writer::Error::Io {
+        context: "write image".into(),
+        source: io,
+    };
+    let e = anyhow::Error::from(err).context("cannot master the tree");
+    let text = buildchain::engine::error_text(&e);
+    assert_eq!(
+        text,
+        "cannot master the tree: write image: No space left on device (os error 28)"
+    );
+    // `{:#}` (what was printed before) repeats it.
+    assert_eq!(
+        format!("{e:#}").matches("No space left on device").count(),
+        2
+    );
+}
+
+fn libc_enospc() -> i32 {
+    28
 }

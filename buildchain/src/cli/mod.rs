@@ -172,7 +172,7 @@ pub fn main_from_env_with(program: &str, extra: &[(&'static str, &'static str)])
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", engine::error_text(&e));
             if e.downcast_ref::<UsageError>().is_some() {
                 ExitCode::from(2)
             } else {
@@ -307,8 +307,10 @@ fn load(opts: &GraphOptions) -> Result<(Settings, engine::Graph)> {
     if let Some(p) = &opts.profile {
         overrides.insert("BUILDCHAIN_PROFILE".to_string(), p.clone());
     }
-    let settings = Settings::load(&repo, &overrides).map_err(|e| UsageError(format!("{e:#}")))?;
-    let graph = crate::tasks::build_graph(&settings).map_err(|e| UsageError(format!("{e:#}")))?;
+    let settings =
+        Settings::load(&repo, &overrides).map_err(|e| UsageError(engine::error_text(&e)))?;
+    let graph =
+        crate::tasks::build_graph(&settings).map_err(|e| UsageError(engine::error_text(&e)))?;
     Ok((settings, graph))
 }
 

@@ -367,7 +367,11 @@ impl<'g> Engine<'g> {
             Ok(d) => d,
             Err(e) => {
                 result.status = Status::Error;
-                result.error = Some(format!("cannot compute the inputs of {}: {e:#}", task.name));
+                result.error = Some(format!(
+                    "cannot compute the inputs of {}: {}",
+                    task.name,
+                    super::error_text(&e)
+                ));
                 return result;
             }
         };
@@ -408,7 +412,7 @@ impl<'g> Engine<'g> {
             Ok(()) => result.status = Status::Success,
             Err(e) => {
                 result.status = Status::Error;
-                result.error = Some(format!("{e:#}"));
+                result.error = Some(super::error_text(&e));
                 let _ = self.commit_record(&task.name, None);
             }
         }

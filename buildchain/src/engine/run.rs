@@ -17,6 +17,9 @@ use super::state::{State, StateDb, TaskRecord};
 use super::task::{Task, TaskContext};
 use super::Graph;
 
+/// Serialises task lines of the worker threads.
+static STDOUT_LINE: Mutex<()> = Mutex::new(());
+
 /// How results are printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reporter {
@@ -137,6 +140,8 @@ pub struct Engine<'g> {
     pub(crate) state: Mutex<State>,
     pub(crate) cache: std::sync::Arc<HashCache>,
     db: Mutex<StateDb>,
+    /// Bars of the run: task lines are printed with them cleared.
+    hub: ProgressHub,
     _lock: Option<std::fs::File>,
 }
 
@@ -178,6 +183,7 @@ impl<'g> Engine<'g> {
             state: Mutex::new(state),
             cache,
             db: Mutex::new(db),
+            hub: ProgressHub::quiet(),
             _lock: Some(lock),
         })
     }
@@ -469,6 +475,11 @@ impl<'g> Engine<'g> {
         if self.opts.reporter != Reporter::Text {
             return;
         }
+        let _guard = STDOUT_LINE.lock();
+        self.hub.suspend(|| self.write_result(r));
+    }
+
+    fn write_result(&self, r: &TaskResult) {
         let mut out = std::io::stdout().lock();
         let _ = match r.status {
             Status::WouldRun => writeln!(out, "WOULD-RUN {} ({})", r.name, r.reasons.join("; ")),
@@ -482,17 +493,22 @@ impl<'g> Engine<'g> {
             ),
             _ => writeln!(out, "{:<8} {}", r.status.label(), r.name),
         };
+        let _ = out.flush();
     }
 
     fn print_line(&self, label: &str, name: &str, secs: Option<f64>) {
         if self.opts.reporter != Reporter::Text {
             return;
         }
-        let mut out = std::io::stdout().lock();
-        let _ = match secs {
-            Some(s) => writeln!(out, "{label:<8} {name} [{s:.2}s]"),
-            None => writeln!(out, "{label:<8} {name}"),
-        };
+        let _guard = STDOUT_LINE.lock();
+        self.hub.suspend(|| {
+            let mut out = std::io::stdout().lock();
+            let _ = match secs {
+                Some(s) => writeln!(out, "{label:<8} {name} [{s:.2}s]"),
+                None => writeln!(out, "{label:<8} {name}"),
+            };
+            let _ = out.flush();
+        });
     }
 
     /// Removes outputs of tasks that are recorded but no longer in the graph.
@@ -599,7 +615,7 @@ pub fn run(graph: &Graph, targets: &[String], opts: RunOptions) -> Result<RunSum
         .unwrap_or(0);
     let set = closure(graph, targets)?;
     topo_order(graph, &set)?;
-    let engine = Engine::open(graph, opts.clone())?;
+    let mut engine = Engine::open(graph, opts.clone())?;
     // Tasks gone from the graph (an image dropped from the inventory, a deleted Salt file) lose
     // their outputs first, so nothing downstream sees them.
     let pruned = if opts.dry_run {
@@ -612,6 +628,8 @@ pub fn run(graph: &Graph, targets: &[String], opts: RunOptions) -> Result<RunSum
         Reporter::Json => ProgressHub::new(true),
         Reporter::Silent => ProgressHub::quiet(),
     };
+    engine.hub = hub.clone();
+    let engine = engine;
 
     let mut rdeps: HashMap<String, Vec<String>> = HashMap::new();
     let mut pending = HashMap::new();
@@ -670,7 +688,7 @@ pub fn run(graph: &Graph, targets: &[String], opts: RunOptions) -> Result<RunSum
                 engine.print_result(&result);
                 if let Some(err) = &result.error {
                     if opts.reporter == Reporter::Text {
-                        eprintln!("ERROR in {name}:\n{err}");
+                        hub.suspend(|| eprintln!("ERROR in {name}:\n{err}"));
                     }
                 }
                 let mut s = sched.lock().expect("scheduler lock");
@@ -715,6 +733,7 @@ pub fn run(graph: &Graph, targets: &[String], opts: RunOptions) -> Result<RunSum
         }
     });
 
+    hub.clear();
     let s = sched
         .into_inner()
         .map_err(|_| anyhow!("scheduler lock poisoned"))?;

@@ -36,20 +36,9 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
         .output(&sum)
         .output(&product)
         .action(move |ctx| {
-            let total: u64 = crate::engine::signature::walk_tree(&root)?
-                .iter()
-                .filter_map(|f| std::fs::symlink_metadata(f).ok())
-                .filter(|m| m.is_file())
-                .map(|m| m.len())
-                .sum();
-            let bar = ctx.progress(Some(total), "mastering");
-            let last = std::sync::atomic::AtomicU64::new(0);
-            let on_progress = |done: u64| {
-                let prev = last.swap(done, std::sync::atomic::Ordering::Relaxed);
-                bar.inc(done.saturating_sub(prev));
-            };
+            let bar = ctx.progress(None, "mastering");
             let report =
-                crate::isofile::master_atomic(&root, &i, &v, true, timestamp, Some(&on_progress))?;
+                crate::isofile::master_atomic_progress(&root, &i, &v, true, timestamp, &bar)?;
             bar.finish();
             ctx.record_digest(&i, &report.sha256_hex);
             let name = i

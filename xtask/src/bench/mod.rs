@@ -53,7 +53,9 @@ pub fn main(args: &[String]) -> ExitCode {
         "registry-config" => registry_config::run(rest),
         "repodata" => repodata::run(rest),
         "solution-validate" => solution::run(rest),
-        other => Err(anyhow::anyhow!("unknown benchmark {other:?}")),
+        other => Err(anyhow::anyhow!(
+            "unknown benchmark {other:?} (see `cargo xtask bench --help`)"
+        )),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

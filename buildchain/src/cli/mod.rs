@@ -215,7 +215,15 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Some(Cmd::Info { task }) => {
             let (settings, graph) = load(&opts)?;
             if graph.get(&task).is_none() {
-                return Err(UsageError(format!("unknown task {task:?} (see `list --all`)")).into());
+                let near = engine::select::suggestions(&graph, &task);
+                let hint = match near.first() {
+                    Some(n) => format!("; did you mean `{n}`?"),
+                    None => String::new(),
+                };
+                return Err(UsageError(format!(
+                    "unknown task {task:?}{hint} (see `list --all`)"
+                ))
+                .into());
             }
             let (text, _) = engine::verbs::info(&graph, &task, run_options(&settings, &opts))?;
             print!("{text}");

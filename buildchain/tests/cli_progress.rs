@@ -128,9 +128,7 @@ fn bars_are_cleared_and_never_run_into_log_lines() {
         }
     }
     assert!(
-        lines
-            .iter()
-            .any(|l| *l == "iso: wrote dist/metalk8s-130.0.0-dev.iso"),
+        lines.contains(&"iso: wrote dist/metalk8s-130.0.0-dev.iso"),
         "{screen}"
     );
 }

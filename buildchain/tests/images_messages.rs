@@ -71,7 +71,7 @@ fn oci_tar_with_link(dir: &Path, hard: bool) -> (std::path::PathBuf, String) {
 #[test]
 fn oci_archive_link_blobs_are_unsupported_link_entries() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(&tmp.path().join("store")).unwrap();
+    let store = Store::open(tmp.path().join("store")).unwrap();
     for hard in [true, false] {
         let (path, chex) = oci_tar_with_link(tmp.path(), hard);
         let e = import_oci_layout(
@@ -104,7 +104,7 @@ fn oci_archive_link_blobs_are_unsupported_link_entries() {
 #[test]
 fn docker_archive_link_layer_is_an_unsupported_link_entry() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(&tmp.path().join("store")).unwrap();
+    let store = Store::open(tmp.path().join("store")).unwrap();
     let config = br#"{"architecture":"amd64","os":"linux"}"#;
     let path = tmp.path().join("docker.tar");
     let mut b = tar::Builder::new(std::fs::File::create(&path).unwrap());

@@ -220,10 +220,9 @@ fn dispatch(cli: Cli) -> Result<u8> {
                     Some(n) => format!("; did you mean `{n}`?"),
                     None => String::new(),
                 };
-                return Err(UsageError(format!(
-                    "unknown task {task:?}{hint} (see `list --all`)"
-                ))
-                .into());
+                return Err(
+                    UsageError(format!("unknown task {task:?}{hint} (see `list --all`)")).into(),
+                );
             }
             let (text, _) = engine::verbs::info(&graph, &task, run_options(&settings, &opts))?;
             print!("{text}");

@@ -282,8 +282,14 @@ fn inventory_errors_name_file_line_and_column() {
         "{:#}",
         Inventory::load(tmp.path(), Profile::Default).unwrap_err()
     );
+    // `regsitry:` is line 4, column 5.
     assert!(
-        e.contains("inventory.yaml") && e.contains("regsitry") && e.contains('4'),
+        e.starts_with("images/inventory.yaml:4:5: unknown field `regsitry`"),
+        "{e}"
+    );
+    assert!(
+        e.lines()
+            .any(|l| l.trim() == "--> images/inventory.yaml:4:5"),
         "{e}"
     );
 

@@ -77,7 +77,7 @@ fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
 }
 
 #[test]
-fn master_writes_atomically_and_check_passes_then_fails_on_a_flipped_byte() {
+fn master_leaves_only_the_iso_0644_and_check_passes_then_fails_on_a_flipped_byte() {
     require_tool("checkisomd5");
     let (_dir, _src, iso) = setup();
     // Only the ISO in dist/ (the temp file was renamed into place), mode 0644.

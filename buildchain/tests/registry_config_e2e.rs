@@ -234,8 +234,8 @@ fn build_fixture(tmp: &Path) -> (PathBuf, Vec<Img>) {
     (images, imgs)
 }
 
-/// Masters `dir` into an ISO (`xorriso -as mkisofs -R -J`) and extracts it (`osirrox`): the
-/// returned tree is what ships. (One line to switch to our own ISO writer.)
+/// Masters `dir` into an ISO with our own writer (`buildchain iso master`) and extracts it with
+/// libarchive's `bsdtar`: the returned tree is what ships.
 fn iso_roundtrip(dir: &Path) -> PathBuf {
     // What ships is what is tested: master with our own writer (`buildchain iso master`), then
     // extract with an independent reader (libarchive's bsdtar, which uses Rock Ridge).

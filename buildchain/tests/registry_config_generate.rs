@@ -318,16 +318,30 @@ fn broken_trees_are_refused_with_the_path() {
 
     // Bad options.
     let images = tmp.path().join("mt");
-    for (p, r) in [
-        ("a\"b/", "$x"),
-        ("ok/", "/a;b"),
-        ("{% x %}/", "$x"),
-        ("ok/", "{{ a }"),
+    for (p, r, msg) in [
+        (
+            "a\"b/",
+            "$x",
+            "invalid name prefix \"a\\\"b/\": must be a repository name",
+        ),
+        (
+            "ok/",
+            "/a;b",
+            "invalid server root \"/a;b\": character ';' is not allowed",
+        ),
+        (
+            "{% x %}/",
+            "$x",
+            "invalid name prefix \"{% x %}/\": stray `{`",
+        ),
+        (
+            "ok/",
+            "{{ a }",
+            "invalid server root \"{{ a }\": unterminated `{{` placeholder",
+        ),
     ] {
-        assert!(
-            generate(&images, &opts(p, r, Constants::Only)).is_err(),
-            "{p} {r}"
-        );
+        let e = generate(&images, &opts(p, r, Constants::Only)).unwrap_err();
+        assert!(format!("{e:#}").starts_with(msg), "{p} {r}: {e:#}");
     }
 }
 
@@ -343,7 +357,7 @@ fn constants_only_does_not_read_the_tree() {
 }
 
 #[test]
-fn cli_writes_the_same_bytes_atomically() {
+fn cli_writes_the_same_bytes_and_leaves_no_temp_file() {
     use buildchain::registry_config::cli::{run, RegistryConfigArgs};
     let tmp = tempfile::tempdir().unwrap();
     let images = tmp.path().join("images");
@@ -362,6 +376,12 @@ fn cli_writes_the_same_bytes_atomically() {
         std::fs::read_to_string(&out).unwrap(),
         generate(&images, &Options::metalk8s("1.0")).unwrap()
     );
+    // Written through a temp file renamed into place: nothing else is left beside it.
+    let names: Vec<_> = std::fs::read_dir(out.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![out.file_name().unwrap().to_owned()]);
 }
 
 /// The dev helper: `serve::prepare` writes a complete nginx.conf that real nginx runs, and the

@@ -152,8 +152,9 @@ fn broken_trees_give_their_error() {
     }
 }
 
-/// Cases on the image itself: version mismatch (volume id), truncation, MD5 mismatch, a FIFO
-/// (xorriso), a non-ISO file.
+/// Cases on the image itself: version mismatch (volume id), truncation, MD5 mismatch (all
+/// mastered by our writer), a FIFO (mastered by xorriso: our writer refuses FIFOs), a non-ISO
+/// file.
 #[test]
 fn broken_images_give_their_error() {
     let tmp = tempfile::tempdir().unwrap();

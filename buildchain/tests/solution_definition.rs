@@ -15,9 +15,13 @@ fn unknown_field_is_reported_with_position() {
     let tmp = tempfile::tempdir().unwrap();
     write_def(tmp.path(), &format!("{GOOD}colour: blue\n"));
     let e = format!("{:#}", Definition::load(tmp.path()).unwrap_err());
-    assert!(e.contains("solution.yaml"), "{e}");
-    assert!(e.contains("colour"), "{e}");
-    assert!(e.contains("12"), "line number expected: {e}");
+    // `colour:` is line 12, column 1.
+    let at = format!("{}:12:1", tmp.path().join("solution.yaml").display());
+    assert!(
+        e.starts_with(&format!("{at}: unknown field `colour`")),
+        "{e}"
+    );
+    assert!(e.lines().any(|l| l.trim() == format!("--> {at}")), "{e}");
 }
 
 #[test]

@@ -174,6 +174,19 @@ pub fn master(src_dir: &Path, out: &mut File, opts: &MasterOptions) -> Result<Ma
     master_with_extent_limit(src_dir, out, opts, MAX_EXTENT)
 }
 
+/// [`master`], calling `on_total` with the image size in bytes once the layout is known, before
+/// any byte is written (the total of the [`MasterOptions::progress`] counts).
+pub fn master_with_total(
+    src_dir: &Path,
+    out: &mut File,
+    opts: &MasterOptions,
+    on_total: &dyn Fn(u64),
+) -> Result<MasterReport> {
+    let b = Builder::plan(src_dir, opts, MAX_EXTENT, &Trace::new())?;
+    on_total(b.layout.total_sectors * SECTOR_SIZE);
+    b.write(out, opts, &Trace::new())
+}
+
 /// [`master`] with a smaller multi-extent section size (a multiple of 2048), so tests can
 /// exercise multi-extent files without 4 GiB sources.
 #[doc(hidden)]
@@ -187,20 +200,28 @@ pub fn master_with_extent_limit(
         return Err(Error::Source(format!("invalid extent limit {max_extent}")));
     }
     let t = Trace::new();
-    let mut b = Builder::scan(src_dir)?;
-    if !opts.keep_modes {
-        for n in &mut b.nodes {
-            n.mode = normalized_mode(n.mode);
-        }
-    }
-    t.mark("scan");
-    b.max_extent = max_extent;
-    b.dedup()?;
-    t.mark("dedup");
-    b.names();
-    b.build(opts)?;
-    t.mark("layout");
+    let b = Builder::plan(src_dir, opts, max_extent, &t)?;
     b.write(out, opts, &t)
+}
+
+impl Builder {
+    /// Scan, dedup, names and layout: everything before the first byte is written.
+    fn plan(src_dir: &Path, opts: &MasterOptions, max_extent: u64, t: &Trace) -> Result<Self> {
+        let mut b = Builder::scan(src_dir)?;
+        if !opts.keep_modes {
+            for n in &mut b.nodes {
+                n.mode = normalized_mode(n.mode);
+            }
+        }
+        t.mark("scan");
+        b.max_extent = max_extent;
+        b.dedup()?;
+        t.mark("dedup");
+        b.names();
+        b.build(opts)?;
+        t.mark("layout");
+        Ok(b)
+    }
 }
 
 struct Builder {

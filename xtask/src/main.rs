@@ -7,5 +7,11 @@ fn main() -> std::process::ExitCode {
     if args.first().map(String::as_str) == Some("bench") {
         return bench::main(&args[1..]);
     }
-    buildchain::cli::main_from_env("cargo xtask")
+    buildchain::cli::main_from_env_with(
+        "cargo xtask",
+        &[(
+            "bench",
+            "Benchmarks against the classic tools (`cargo xtask bench --help`)",
+        )],
+    )
 }

@@ -57,7 +57,7 @@ pub fn run(cmd: &IsoCommand) -> anyhow::Result<u8> {
                 progress: None,
                 keep_modes: *keep_modes,
             };
-            let r = crate::isofile::master_with_options(dir, output, &opts, true)?;
+            let r = crate::isofile::master_with_options(dir, output, &opts, true, &|_| {})?;
             println!("{}: {} bytes", output.display(), r.size);
             println!("sha256 = {}", r.sha256_hex);
             if let Some(m) = &r.md5_hex {

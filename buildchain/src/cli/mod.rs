@@ -61,8 +61,9 @@ pub struct GraphOptions {
     name = "buildchain",
     version,
     about = "Offline ISO build system: build graph, images, RPM repos, static registry, ISO-9660",
-    after_help = "Tasks: iso (default), populate_iso, images, packaging, salt_tree, and sub-tasks \
-                  `task:item[/step]` (see `list --all`); wildcards like `images:*` work."
+    after_help = "Tasks: iso (default), populate_iso, images, packaging, salt_tree, solutions \
+                  (Solution ISOs, not part of iso), and sub-tasks `task:item[/step]` (see \
+                  `list --all`); wildcards like `images:*` work."
 )]
 struct Cli {
     #[command(flatten)]
@@ -75,10 +76,11 @@ struct Cli {
 enum Cmd {
     /// List tasks.
     List {
-        /// Include sub-tasks.
+        /// Also list sub-tasks (`images:pause`, `salt_tree:salt/top.sls`, …).
         #[arg(long)]
         all: bool,
-        /// Include private tasks.
+        /// Also list private tasks: sub-tasks and the internal steps that aggregate other
+        /// tasks' outputs (repodata, SHA256SUMS, versions.json, registry includes).
         #[arg(long, short = 'p')]
         private: bool,
     },
@@ -162,11 +164,25 @@ struct TaskArgs {
 
 /// Entry point: parses `std::env::args`, runs, maps errors to exit codes.
 pub fn main_from_env(program: &str) -> ExitCode {
+    main_from_env_with(program, &[])
+}
+
+/// [`main_from_env`] for a front end that handles more commands itself (`cargo xtask bench`):
+/// `extra` (name, one-line help) are listed by `--help`.
+pub fn main_from_env_with(program: &str, extra: &[(&'static str, &'static str)]) -> ExitCode {
+    use clap::{CommandFactory, FromArgMatches};
     let mut args: Vec<String> = std::env::args().collect();
     if let Some(first) = args.first_mut() {
         *first = program.to_string();
     }
-    let cli = match Cli::try_parse_from(&args) {
+    let mut command = Cli::command();
+    for (name, about) in extra {
+        command = command.subcommand(clap::Command::new(*name).about(*about));
+    }
+    let parsed = command
+        .try_get_matches_from(&args)
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
@@ -177,7 +193,7 @@ pub fn main_from_env(program: &str) -> ExitCode {
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", engine::error_text(&e));
             if e.downcast_ref::<UsageError>().is_some() {
                 ExitCode::from(2)
             } else {
@@ -220,7 +236,14 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Some(Cmd::Info { task }) => {
             let (settings, graph) = load(&opts)?;
             if graph.get(&task).is_none() {
-                return Err(UsageError(format!("unknown task {task:?} (see `list --all`)")).into());
+                let near = engine::select::suggestions(&graph, &task);
+                let hint = match near.first() {
+                    Some(n) => format!("; did you mean `{n}`?"),
+                    None => String::new(),
+                };
+                return Err(
+                    UsageError(format!("unknown task {task:?}{hint} (see `list --all`)")).into(),
+                );
             }
             let (text, _) = engine::verbs::info(&graph, &task, run_options(&settings, &opts))?;
             print!("{text}");
@@ -241,7 +264,9 @@ fn dispatch(cli: Cli) -> Result<u8> {
             for r in &removed {
                 println!("{} {r}", if dry_run { "would remove" } else { "removed" });
             }
-            if tasks.is_empty() && !dry_run {
+            if tasks.is_empty() && dry_run {
+                println!("would remove {}", settings.build_root.display());
+            } else if tasks.is_empty() {
                 // Everything under the build root is ours: leave nothing behind.
                 if settings.build_root.exists() {
                     std::fs::remove_dir_all(&settings.build_root).with_context(|| {
@@ -362,8 +387,10 @@ fn load(opts: &GraphOptions) -> Result<(Settings, engine::Graph)> {
             cwd.join(k).display().to_string(),
         );
     }
-    let settings = Settings::load(&repo, &overrides).map_err(|e| UsageError(format!("{e:#}")))?;
-    let graph = crate::tasks::build_graph(&settings).map_err(|e| UsageError(format!("{e:#}")))?;
+    let settings =
+        Settings::load(&repo, &overrides).map_err(|e| UsageError(engine::error_text(&e)))?;
+    let graph =
+        crate::tasks::build_graph(&settings).map_err(|e| UsageError(engine::error_text(&e)))?;
     Ok((settings, graph))
 }
 
@@ -402,13 +429,13 @@ fn build(opts: &GraphOptions, patterns: &[String]) -> Result<u8> {
                 eprintln!("pruned stale output {p}");
             }
             if opts.dry_run {
-                for t in summary
-                    .tasks
-                    .iter()
-                    .filter(|t| t.status == engine::Status::WouldRun)
-                {
-                    println!("would run {}: {}", t.name, t.reasons.join("; "));
-                }
+                eprintln!(
+                    "{} tasks: {} would run, {} up to date (dry run: nothing was run)",
+                    summary.tasks.len(),
+                    count(engine::Status::WouldRun),
+                    count(engine::Status::Skipped) + count(engine::Status::Success),
+                );
+                return Ok(if summary.ok { 0 } else { 1 });
             }
             eprintln!(
                 "{} tasks: {} ran, {} up to date, {} failed, {} blocked ({:.2}s); log: {}",

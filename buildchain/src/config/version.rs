@@ -77,6 +77,9 @@ impl Version {
                     {
                         bail!("{origin}:{lineno}: VERSION_SUFFIX may only hold [A-Za-z0-9._+-], found {value:?}");
                     }
+                    if !value.is_empty() && !value.starts_with('-') {
+                        bail!("{origin}:{lineno}: VERSION_SUFFIX must be empty or start with `-` (for example `-dev`), found {value:?}");
+                    }
                     if suffix.replace(value.to_string()).is_some() {
                         bail!("{origin}:{lineno}: VERSION_SUFFIX given twice");
                     }
@@ -136,5 +139,10 @@ mod tests {
         );
         let e = Version::parse("VERSION_MAJOR=1\nVERSION_SUFFIX=$(rm)\n", "VERSION").unwrap_err();
         assert!(format!("{e:#}").contains("VERSION:2"), "{e:#}");
+        let e = Version::parse("VERSION_MAJOR=1\nVERSION_SUFFIX=dev\n", "VERSION").unwrap_err();
+        assert_eq!(
+            format!("{e:#}"),
+            "VERSION:2: VERSION_SUFFIX must be empty or start with `-` (for example `-dev`), found \"dev\""
+        );
     }
 }

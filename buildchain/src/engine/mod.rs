@@ -21,6 +21,23 @@ pub use run::{run, Engine, Reporter, RunOptions, RunSummary, Status, TaskResult}
 pub use select::expand;
 pub use task::{Action, Input, Task, TaskContext};
 
+/// An error and its causes on one line (`a: b: c`), like `{e:#}` but without repeating a cause
+/// whose text the previous message already ends with (an I/O error formatted into its context
+/// and also chained as its source would otherwise be printed twice).
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.is_empty() {
+            out = text;
+        } else if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
 /// The set of tasks of a build.
 #[derive(Default, Debug, Clone)]
 pub struct Graph {

@@ -17,6 +17,9 @@ use super::state::{State, StateDb, TaskRecord};
 use super::task::{Task, TaskContext};
 use super::Graph;
 
+/// Serialises task lines of the worker threads.
+static STDOUT_LINE: Mutex<()> = Mutex::new(());
+
 /// How results are printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reporter {
@@ -87,7 +90,7 @@ impl Status {
             Status::Skipped => "SKIPPED",
             Status::Error => "ERROR",
             Status::Blocked => "BLOCKED",
-            Status::WouldRun => "WOULD RUN",
+            Status::WouldRun => "WOULD-RUN",
         }
     }
 }
@@ -137,6 +140,8 @@ pub struct Engine<'g> {
     pub(crate) state: Mutex<State>,
     pub(crate) cache: std::sync::Arc<HashCache>,
     db: Mutex<StateDb>,
+    /// Bars of the run: task lines are printed with them cleared.
+    hub: ProgressHub,
     _lock: Option<std::fs::File>,
 }
 
@@ -178,6 +183,7 @@ impl<'g> Engine<'g> {
             state: Mutex::new(state),
             cache,
             db: Mutex::new(db),
+            hub: ProgressHub::quiet(),
             _lock: Some(lock),
         })
     }
@@ -366,7 +372,9 @@ impl<'g> Engine<'g> {
         Ok(removed)
     }
 
-    fn run_one(&self, task: &Task, hub: &ProgressHub, dep_ran: bool) -> TaskResult {
+    /// Runs (or, in a dry run, judges) one task. `ran_deps` are the dependencies that ran (or
+    /// would run): in a dry run their outputs are about to change, so the task would run too.
+    fn run_one(&self, task: &Task, hub: &ProgressHub, ran_deps: &[String]) -> TaskResult {
         let started = Instant::now();
         let mut result = TaskResult {
             name: task.name.clone(),
@@ -375,30 +383,49 @@ impl<'g> Engine<'g> {
             reasons: Vec::new(),
             error: None,
         };
+        let dep_reasons: Vec<String> = if self.opts.dry_run {
+            ran_deps
+                .iter()
+                .map(|d| format!("dependency {d} would run"))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let Some(action) = task.action.clone() else {
-            result.status = if dep_ran {
-                Status::Success
-            } else {
-                Status::Skipped
+            result.status = match (ran_deps.is_empty(), self.opts.dry_run) {
+                (true, _) => Status::Skipped,
+                (false, true) => Status::WouldRun,
+                (false, false) => Status::Success,
             };
+            result.reasons = dep_reasons;
             return result;
         };
         let decision = match self.decide(task) {
             Ok(d) => d,
             Err(e) => {
                 result.status = Status::Error;
-                result.error = Some(format!("cannot compute the inputs of {}: {e:#}", task.name));
+                result.error = Some(format!(
+                    "cannot compute the inputs of {}: {}",
+                    task.name,
+                    super::error_text(&e)
+                ));
                 return result;
             }
         };
+        if self.opts.dry_run {
+            // Own reasons first, then the dependencies that would run before it.
+            let mut reasons = decision.reasons;
+            reasons.extend(dep_reasons);
+            if !reasons.is_empty() {
+                result.status = Status::WouldRun;
+                result.reasons = reasons;
+            }
+            return result;
+        }
         if decision.reasons.is_empty() {
             return result;
         }
         result.reasons = decision.reasons;
-        if self.opts.dry_run {
-            result.status = Status::WouldRun;
-            return result;
-        }
         self.print_line("STARTED", &task.name, None);
         let mut ctx = TaskContext {
             name: task.name.clone(),
@@ -422,7 +449,7 @@ impl<'g> Engine<'g> {
             Ok(()) => result.status = Status::Success,
             Err(e) => {
                 result.status = Status::Error;
-                result.error = Some(format!("{e:#}"));
+                result.error = Some(super::error_text(&e));
                 let _ = self.commit_record(&task.name, None);
             }
         }
@@ -473,15 +500,46 @@ impl<'g> Engine<'g> {
         self.commit_record(&task.name, Some(record))
     }
 
+    /// The line of a finished task: `SUCCESS t [1.00s]`, `SKIPPED t`; in a dry run
+    /// `WOULD-RUN t (reasons)` or `UP-TO-DATE t` (a dry run never says SUCCESS).
+    fn print_result(&self, r: &TaskResult) {
+        if self.opts.reporter != Reporter::Text {
+            return;
+        }
+        let _guard = STDOUT_LINE.lock();
+        self.hub.suspend(|| self.write_result(r));
+    }
+
+    fn write_result(&self, r: &TaskResult) {
+        let mut out = std::io::stdout().lock();
+        let _ = match r.status {
+            Status::WouldRun => writeln!(out, "WOULD-RUN {} ({})", r.name, r.reasons.join("; ")),
+            Status::Skipped if self.opts.dry_run => writeln!(out, "UP-TO-DATE {}", r.name),
+            Status::Success | Status::Error => writeln!(
+                out,
+                "{:<8} {} [{:.2}s]",
+                r.status.label(),
+                r.name,
+                r.duration_s
+            ),
+            _ => writeln!(out, "{:<8} {}", r.status.label(), r.name),
+        };
+        let _ = out.flush();
+    }
+
     fn print_line(&self, label: &str, name: &str, secs: Option<f64>) {
         if self.opts.reporter != Reporter::Text {
             return;
         }
-        let mut out = std::io::stdout().lock();
-        let _ = match secs {
-            Some(s) => writeln!(out, "{label:<8} {name} [{s:.2}s]"),
-            None => writeln!(out, "{label:<8} {name}"),
-        };
+        let _guard = STDOUT_LINE.lock();
+        self.hub.suspend(|| {
+            let mut out = std::io::stdout().lock();
+            let _ = match secs {
+                Some(s) => writeln!(out, "{label:<8} {name} [{s:.2}s]"),
+                None => writeln!(out, "{label:<8} {name}"),
+            };
+            let _ = out.flush();
+        });
     }
 
     /// Removes outputs of tasks that are recorded but no longer in the graph.
@@ -588,7 +646,7 @@ pub fn run(graph: &Graph, targets: &[String], opts: RunOptions) -> Result<RunSum
         .unwrap_or(0);
     let set = closure(graph, targets)?;
     topo_order(graph, &set)?;
-    let engine = Engine::open(graph, opts.clone())?;
+    let mut engine = Engine::open(graph, opts.clone())?;
     // Tasks gone from the graph (an image dropped from the inventory, a deleted Salt file) lose
     // their outputs first, so nothing downstream sees them.
     let pruned = if opts.dry_run {
@@ -601,6 +659,8 @@ pub fn run(graph: &Graph, targets: &[String], opts: RunOptions) -> Result<RunSum
         Reporter::Json => ProgressHub::new(true),
         Reporter::Silent => ProgressHub::quiet(),
     };
+    engine.hub = hub.clone();
+    let engine = engine;
 
     let mut rdeps: HashMap<String, Vec<String>> = HashMap::new();
     let mut pending = HashMap::new();
@@ -645,26 +705,21 @@ pub fn run(graph: &Graph, targets: &[String], opts: RunOptions) -> Result<RunSum
                     }
                 };
                 let task = graph.get(&name).expect("known task");
-                let dep_ran = {
+                let ran_deps: Vec<String> = {
                     let s = sched.lock().expect("scheduler lock");
-                    task.deps.iter().any(|d| {
-                        matches!(s.statuses.get(d), Some(Status::Success | Status::WouldRun))
-                    })
+                    task.deps
+                        .iter()
+                        .filter(|d| {
+                            matches!(s.statuses.get(*d), Some(Status::Success | Status::WouldRun))
+                        })
+                        .cloned()
+                        .collect()
                 };
-                let result = engine.run_one(task, &hub, dep_ran);
-                if result.status != Status::Skipped || task.action.is_some() {
-                    engine.print_line(
-                        result.status.label(),
-                        &name,
-                        (result.status == Status::Success || result.status == Status::Error)
-                            .then_some(result.duration_s),
-                    );
-                } else {
-                    engine.print_line(result.status.label(), &name, None);
-                }
+                let result = engine.run_one(task, &hub, &ran_deps);
+                engine.print_result(&result);
                 if let Some(err) = &result.error {
                     if opts.reporter == Reporter::Text {
-                        eprintln!("ERROR in {name}:\n{err}");
+                        hub.suspend(|| eprintln!("ERROR in {name}:\n{err}"));
                     }
                 }
                 let mut s = sched.lock().expect("scheduler lock");
@@ -709,6 +764,7 @@ pub fn run(graph: &Graph, targets: &[String], opts: RunOptions) -> Result<RunSum
         }
     });
 
+    hub.clear();
     let s = sched
         .into_inner()
         .map_err(|_| anyhow!("scheduler lock poisoned"))?;
@@ -725,7 +781,13 @@ pub fn run(graph: &Graph, targets: &[String], opts: RunOptions) -> Result<RunSum
         duration_s: started.elapsed().as_secs_f64(),
         pruned,
     };
-    write_build_log(&opts.build_root, started_at, targets, &summary)?;
+    // `build.log` is the log of the last run that did something: a dry run or a run with
+    // nothing to do leaves it (and the state DB) untouched.
+    let did_work =
+        !summary.pruned.is_empty() || summary.tasks.iter().any(|t| t.status != Status::Skipped);
+    if !opts.dry_run && did_work {
+        write_build_log(&opts.build_root, started_at, targets, &summary)?;
+    }
     Ok(summary)
 }
 

@@ -47,20 +47,16 @@ pub fn expand(graph: &Graph, patterns: &[String]) -> Result<Vec<String>> {
             .map(|t| t.name.clone())
             .collect();
         if matches.is_empty() {
-            let head = pat.split([':', '*', '?']).next().unwrap_or(pat);
-            let near: Vec<&str> = graph
-                .tasks()
-                .map(|t| t.name.as_str())
-                .filter(|n| !head.is_empty() && n.starts_with(head))
-                .take(5)
-                .collect();
+            let near = suggestions(graph, pat);
             if near.is_empty() {
                 bail!("no task matches {pat:?} (see `list --all`)");
             }
-            bail!(
-                "no task matches {pat:?}; did you mean one of: {}",
-                near.join(", ")
-            );
+            let quoted: Vec<String> = near.iter().map(|n| format!("`{n}`")).collect();
+            let list = match quoted.split_last() {
+                Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+                _ => quoted.join(""),
+            };
+            bail!("no task matches {pat:?}; did you mean {list}? (see `list --all`)");
         }
         out.extend(matches);
     }
@@ -69,8 +65,68 @@ pub fn expand(graph: &Graph, patterns: &[String]) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// Edit distance (insertions, deletions, substitutions, adjacent transpositions).
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// Up to 5 task names close to `pat`, closest first (ties by name): within an edit distance of
+/// a third of its length (at least 1), else the names starting with its first segment.
+pub fn suggestions(graph: &Graph, pat: &str) -> Vec<String> {
+    let limit = (pat.chars().count() / 3).max(1);
+    let mut scored: Vec<(usize, &str)> = graph
+        .tasks()
+        .map(|t| (edit_distance(pat, &t.name), t.name.as_str()))
+        .filter(|(d, _)| *d <= limit)
+        .collect();
+    if scored.is_empty() {
+        let head = pat.split([':', '*', '?']).next().unwrap_or(pat);
+        scored = graph
+            .tasks()
+            .filter(|t| !head.is_empty() && t.name.starts_with(head))
+            .map(|t| (edit_distance(pat, &t.name), t.name.as_str()))
+            .collect();
+    }
+    scored.sort();
+    scored
+        .into_iter()
+        .take(5)
+        .map(|(_, n)| n.to_string())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn distances() {
+        use super::edit_distance as d;
+        assert_eq!(d("isoo", "iso"), 1);
+        assert_eq!(d("imagse", "images"), 1);
+        assert_eq!(d("", "abc"), 3);
+        assert_eq!(d("kitten", "sitting"), 3);
+    }
+
     use super::wildcard_match as m;
 
     #[test]

@@ -83,15 +83,24 @@ impl HashCache {
         if meta.is_dir() {
             return Ok("dir".into());
         }
+        let mut known = None;
         if let Ok(files) = self.files.lock() {
             if let Some(rec) = files.get(path) {
-                if same_stat(rec, &meta) && rec.hashed_at_ns - rec.mtime_ns > RACY_NS {
-                    return Ok(rec.sha256.clone());
+                if same_stat(rec, &meta) {
+                    if rec.hashed_at_ns - rec.mtime_ns > RACY_NS {
+                        return Ok(rec.sha256.clone());
+                    }
+                    known = Some(rec.sha256.clone());
                 }
             }
         }
         let sha = crate::fsutil::sha256_file(path)?;
         let rec = record_from(&meta, sha.clone());
+        // A re-hash that confirms the record and is itself still in the racy window teaches
+        // nothing: keep the old record, so a no-op run leaves the state DB untouched.
+        if known.as_deref() == Some(sha.as_str()) && rec.hashed_at_ns - rec.mtime_ns <= RACY_NS {
+            return Ok(sha);
+        }
         self.insert(path, rec);
         Ok(sha)
     }

@@ -144,7 +144,16 @@ impl StateDb {
         let mut s = state.clone();
         s.version = 1;
         let bytes = serde_json::to_vec(&s)?;
-        crate::fsutil::write_atomic(&self.dir.join("state.json"), &bytes)?;
+        let snapshot = self.dir.join("state.json");
+        let journal = self.dir.join("state.journal");
+        // A no-op run leaves the DB as it found it (same bytes, same inode, same mtime).
+        if self.journal.is_none()
+            && fs::symlink_metadata(&journal).is_err()
+            && fs::read(&snapshot).is_ok_and(|old| old == bytes)
+        {
+            return Ok(());
+        }
+        crate::fsutil::write_atomic(&snapshot, &bytes)?;
         self.journal = None;
         let _ = fs::remove_file(self.dir.join("state.journal"));
         Ok(())

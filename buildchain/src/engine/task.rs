@@ -36,6 +36,8 @@ pub struct Task {
     pub doc: String,
     /// Shown by `list` without `--private`/`--all`.
     pub public: bool,
+    /// An internal step (aggregates other tasks' outputs): shown only by `list --private`.
+    pub internal: bool,
     /// Tasks that must succeed first.
     pub deps: Vec<String>,
     /// Inputs of the up-to-date signature (evaluated after the dependencies ran).
@@ -73,6 +75,7 @@ impl Task {
             name: name.into(),
             doc: String::new(),
             public: false,
+            internal: false,
             deps: Vec::new(),
             inputs: Vec::new(),
             outputs: Vec::new(),
@@ -94,6 +97,11 @@ impl Task {
     /// Marks the task public (listed by default).
     pub fn public(mut self) -> Self {
         self.public = true;
+        self
+    }
+    /// Marks the task internal (listed by `list --private` only).
+    pub fn internal(mut self) -> Self {
+        self.internal = true;
         self
     }
     /// Adds a dependency.

@@ -9,22 +9,13 @@ use super::signature::rel;
 use super::task::Input;
 use super::Graph;
 
-/// Which tasks `list` shows: public top-level tasks; `all` adds sub-tasks (`task:item…`);
-/// `private` adds private tasks.
+/// Which tasks `list` shows: public tasks; `all` adds the other tasks except internal steps
+/// (sub-tasks `task:item…`: one image, one package, one Salt file); `private` lists every task,
+/// internal steps (repodata, checksums, generated files) included.
 pub fn list(graph: &Graph, all: bool, private: bool) -> Vec<(String, String)> {
     graph
         .tasks()
-        .filter(|t| {
-            let sub = t.name.contains(':');
-            if private {
-                return true;
-            }
-            if sub {
-                all
-            } else {
-                t.public
-            }
-        })
+        .filter(|t| t.public || private || (all && !t.internal))
         .map(|t| (t.name.clone(), t.doc.clone()))
         .collect()
 }

@@ -30,7 +30,7 @@ pub fn fetch(args: &FetchArgs) -> anyhow::Result<()> {
     })?;
     let platform = Platform::default_linux_amd64();
     let hub = crate::engine::ProgressHub::new(false);
-    let progress = hub.start("image fetch", Some(0), &r.to_string());
+    let progress = hub.start("image fetch", None, &r.to_string());
     let res = fetch_many(
         &client,
         &store,

@@ -164,6 +164,56 @@ fn line_of(text: &str, name: &str) -> Option<usize> {
         .map(|i| i + 1)
 }
 
+/// Finds a key of a list entry indented differently from the entry's first key (a YAML parser
+/// reports it on another line, or as a missing field): `line:col: …`.
+fn misindented_key(text: &str) -> Option<String> {
+    fn key_of(rest: &str) -> Option<&str> {
+        let (k, _) = rest.split_once(':')?;
+        (!k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')).then_some(k)
+    }
+    // (dash column, key column, first key, its line, whether that key opens a nested block)
+    let mut entry: Option<(usize, usize, String, usize)> = None;
+    let mut prev_opens_block = false;
+    for (i, line) in text.lines().enumerate() {
+        let body = line.trim_start();
+        if body.is_empty() || body.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - body.len();
+        if let Some(rest) = body.strip_prefix("- ") {
+            let Some(k) = key_of(rest) else {
+                entry = None;
+                continue;
+            };
+            entry = Some((indent, indent + 2, k.to_string(), i + 1));
+            prev_opens_block = rest.trim_end().ends_with(':');
+            continue;
+        }
+        let Some((dash, col, first, first_line)) = &entry else {
+            continue;
+        };
+        if indent <= *dash {
+            entry = None;
+            continue;
+        }
+        let Some(k) = key_of(body) else { continue };
+        let wrong = (indent < *col) || (indent > *col && !prev_opens_block);
+        if wrong {
+            return Some(format!(
+                "{}:{}: `{k}:` is indented by {indent} spaces, not {col} like `{first}:` on line \
+                 {first_line}",
+                i + 1,
+                indent + 1
+            ));
+        }
+        if indent == *col {
+            let v = body[k.len() + 1..].trim();
+            prev_opens_block = v.is_empty() || v == "|" || v == ">";
+        }
+    }
+    None
+}
+
 impl Inventory {
     /// `images/inventory.yaml`, plus `images/release.yaml` for the release profile.
     pub fn files_for(repo_root: &Path, profile: Profile) -> Vec<PathBuf> {
@@ -182,12 +232,23 @@ impl Inventory {
             let mut in_this_file = BTreeSet::new();
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("cannot read image inventory {}", file.display()))?;
-            let parsed: InventoryFile =
-                crate::yamlerr::parse_yaml(&text, &file.display().to_string())?;
+            // Shown relative to the repository, as the user typed it.
+            let shown = file
+                .strip_prefix(repo_root)
+                .unwrap_or(file)
+                .display()
+                .to_string();
+            let parsed: InventoryFile = match crate::yamlerr::parse_yaml(&text, &shown) {
+                Ok(p) => p,
+                Err(e) => match misindented_key(&text) {
+                    Some(m) => bail!("{shown}:{m}"),
+                    None => return Err(e),
+                },
+            };
             for e in parsed.images {
                 let at = || match line_of(&text, &e.name) {
-                    Some(l) => format!("{}:{l}", file.display()),
-                    None => file.display().to_string(),
+                    Some(l) => format!("{shown}:{l}"),
+                    None => shown.clone(),
                 };
                 Self::validate(repo_root, profile, &e).with_context(at)?;
                 if !in_this_file.insert(e.name.clone()) {

@@ -412,6 +412,15 @@ pub fn import_oci_layout(
                 .to_string_lossy()
                 .trim_start_matches("./")
                 .to_string();
+            if p == "index.json" || p.starts_with("blobs/sha256/") {
+                if let Some(link) = link_entry(&e)? {
+                    bail!(
+                        "{what}: {}: entry {p} is a {link}: unsupported link entry (blobs must be \
+                         regular files)",
+                        path.display()
+                    );
+                }
+            }
             if p == "index.json" {
                 let mut b = Vec::new();
                 e.read_to_end(&mut b)?;
@@ -468,6 +477,21 @@ pub fn import_oci_layout(
     resolve_from_store(store, hex, platform, keep_index, what)
 }
 
+/// `hard link to T` / `symbolic link to T` when the entry is a link (its data is empty: read as
+/// a blob it would look like a digest mismatch of empty content).
+fn link_entry<R: Read>(e: &tar::Entry<'_, R>) -> Result<Option<String>> {
+    let kind = match e.header().entry_type() {
+        tar::EntryType::Link => "hard link",
+        tar::EntryType::Symlink => "symbolic link",
+        _ => return Ok(None),
+    };
+    let target = e
+        .link_name()?
+        .map(|t| t.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(Some(format!("{kind} to {target}")))
+}
+
 /// Imports a docker-archive tarball (`docker save` output) into the store as an OCI image: the
 /// config and the layer files keep their bytes (and so their digests); uncompressed layers get
 /// the `tar` media type.
@@ -475,17 +499,23 @@ pub fn import_docker_archive(store: &Store, path: &Path, what: &str) -> Result<R
     let f = File::open(path).with_context(|| format!("{what}: cannot open {}", path.display()))?;
     let mut ar = tar::Archive::new(f);
     let mut files: BTreeMap<String, (String, u64)> = BTreeMap::new();
+    // Link entries by path: refused only if the manifest names them.
+    let mut links: BTreeMap<String, String> = BTreeMap::new();
     let mut manifest = None;
     for e in ar.entries()? {
         let mut e = e?;
-        if !e.header().entry_type().is_file() {
-            continue;
-        }
         let p = e
             .path()?
             .to_string_lossy()
             .trim_start_matches("./")
             .to_string();
+        if let Some(link) = link_entry(&e)? {
+            links.insert(p, link);
+            continue;
+        }
+        if !e.header().entry_type().is_file() {
+            continue;
+        }
         if p == "manifest.json" {
             let mut b = Vec::new();
             e.read_to_end(&mut b)?;
@@ -503,6 +533,14 @@ pub fn import_docker_archive(store: &Store, path: &Path, what: &str) -> Result<R
         .get(0)
         .ok_or_else(|| anyhow!("{what}: empty manifest.json"))?;
     let get = |name: &str| {
+        let name = name.trim_start_matches("./");
+        if let Some(link) = links.get(name) {
+            bail!(
+                "{what}: {}: entry {name} is a {link}: unsupported link entry (the config and \
+                 layers must be regular files)",
+                path.display()
+            );
+        }
         files
             .get(name)
             .cloned()

@@ -36,6 +36,9 @@ use crate::engine::Progress;
 use crate::fsutil::sha256_bytes;
 use crate::store::Store;
 
+/// Largest manifest accepted (bytes), like the reference registry's limit.
+pub const MAX_MANIFEST: u64 = 16 << 20;
+
 /// Client options.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
@@ -504,7 +507,7 @@ impl RegistryClient {
     }
 
     /// Fetches a manifest (by tag or digest); verifies it when `reference` is a digest. Returns
-    /// its bytes and `Content-Type`.
+    /// its bytes and `Content-Type`. A manifest over 16 MiB is refused.
     pub fn get_manifest(
         &self,
         r: &Reference,
@@ -522,9 +525,14 @@ impl RegistryClient {
             let mut body = Vec::new();
             resp.into_body()
                 .into_reader()
-                .take(16 << 20)
+                .take(MAX_MANIFEST + 1)
                 .read_to_end(&mut body)
                 .map_err(|e| Failure::Retry(anyhow!("{url}: body: {e}"), None))?;
+            if body.len() as u64 > MAX_MANIFEST {
+                return Err(Failure::Fatal(anyhow!(
+                    "manifest {reference} is larger than the 16 MiB limit"
+                )));
+            }
             if let Ok(hex) = digest_hex(reference) {
                 let got = sha256_bytes(&body);
                 if got != hex {

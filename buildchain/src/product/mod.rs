@@ -102,6 +102,31 @@ pub fn git_describe(repo: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// The files whose change means `git describe` may say something else: `HEAD`, the branch it
+/// points to (loose or packed) and, for a linked worktree, the common directory's. Read without
+/// running git, so the graph can name them as inputs while building (git runs in the action).
+pub fn git_state_files(repo: &Path) -> Vec<std::path::PathBuf> {
+    let dot = repo.join(".git");
+    let gitdir = match std::fs::read_to_string(&dot) {
+        Ok(text) => match text.trim().strip_prefix("gitdir:") {
+            Some(p) => repo.join(p.trim()),
+            None => return Vec::new(),
+        },
+        Err(_) if dot.is_dir() => dot,
+        Err(_) => return Vec::new(),
+    };
+    let common = std::fs::read_to_string(gitdir.join("commondir"))
+        .map(|c| gitdir.join(c.trim()))
+        .unwrap_or_else(|_| gitdir.clone());
+    let mut files = vec![gitdir.join("HEAD"), common.join("packed-refs")];
+    if let Ok(head) = std::fs::read_to_string(gitdir.join("HEAD")) {
+        if let Some(r) = head.trim().strip_prefix("ref:") {
+            files.push(common.join(r.trim()));
+        }
+    }
+    files
+}
+
 /// Build host recorded when `SOURCE_DATE_EPOCH` is set and `BUILD_HOST` is not: a reproducible
 /// build records no fact of the machine that ran it.
 pub const REPRODUCIBLE_BUILD_HOST: &str = "buildchain";
@@ -179,16 +204,23 @@ pub struct ProductInfo {
 }
 
 impl ProductInfo {
-    /// Collects the product facts for `settings`.
+    /// Collects the product facts for `settings`, `git` left empty (see [`Self::with_git`]):
+    /// nothing slow runs while the graph is built.
     pub fn collect(settings: &Settings) -> Self {
         ProductInfo {
             name: settings.project_name.clone(),
             version: settings.version.full(),
             short_version: settings.version.short(),
-            git: git_describe(&settings.repo_root),
+            git: String::new(),
             development_release: settings.version.is_development(),
             build_host: build_host(settings.source_date_epoch.is_some()),
         }
+    }
+
+    /// Fills `git` with `git describe` of `repo` (runs git: call it from a task action).
+    pub fn with_git(mut self, repo: &Path) -> Self {
+        self.git = git_describe(repo);
+        self
     }
 
     /// Renders `product.txt` (SPEC §4.1) for a build time.

@@ -37,8 +37,27 @@ pub struct BuildInfo {
 }
 
 impl BuildInfo {
-    /// Gathers the facts from the environment and git.
+    /// Gathers the facts from the environment and git (`solution build` outside a checkout):
+    /// `SOURCE_DATE_EPOCH`, and the signing key of `BUILDCHAIN_SIGNING_KEY` (passphrase from
+    /// `BUILDCHAIN_SIGNING_PASSPHRASE_FILE`).
     pub fn detect(dir: &Path) -> Result<Self> {
+        let mut info = Self::collect(crate::config::source_date_epoch_from_env()?, dir);
+        if let Some(k) = std::env::var_os("BUILDCHAIN_SIGNING_KEY").filter(|v| !v.is_empty()) {
+            let pass = std::env::var_os("BUILDCHAIN_SIGNING_PASSPHRASE_FILE")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from);
+            info.signer = Some(std::sync::Arc::new(
+                crate::trust::signing::SigningKey::load(Path::new(&k), pass.as_deref())
+                    .context("BUILDCHAIN_SIGNING_KEY")?,
+            ));
+        }
+        Ok(info)
+    }
+
+    /// The facts for a build with the settings' `SOURCE_DATE_EPOCH` (else the last commit time
+    /// of `dir`, else 0), `BUILD_HOST` and the git revision of `dir`. Runs git: call it from a
+    /// task action, not while the graph is built.
+    pub fn collect(source_date_epoch: Option<u64>, dir: &Path) -> Self {
         let git = |args: &[&str]| -> Option<String> {
             let o = std::process::Command::new("git")
                 .arg("-C")
@@ -51,33 +70,20 @@ impl BuildInfo {
                 .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
                 .filter(|s| !s.is_empty())
         };
-        let epoch = match crate::config::source_date_epoch_from_env()? {
+        let epoch = match source_date_epoch {
             Some(e) => e,
             None => git(&["log", "-1", "--format=%ct"])
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0),
         };
-        let sde = crate::config::source_date_epoch_from_env()?;
-        let host = crate::product::build_host(sde.is_some());
+        let host = crate::product::build_host(source_date_epoch.is_some());
         let git_revision = git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into());
-        let signer = match std::env::var_os("BUILDCHAIN_SIGNING_KEY").filter(|v| !v.is_empty()) {
-            Some(k) => {
-                let pass = std::env::var_os("BUILDCHAIN_SIGNING_PASSPHRASE_FILE")
-                    .filter(|v| !v.is_empty())
-                    .map(PathBuf::from);
-                Some(std::sync::Arc::new(
-                    crate::trust::signing::SigningKey::load(Path::new(&k), pass.as_deref())
-                        .context("BUILDCHAIN_SIGNING_KEY")?,
-                ))
-            }
-            None => None,
-        };
-        Ok(BuildInfo {
+        BuildInfo {
             epoch,
             host,
             git_revision,
-            signer,
-        })
+            signer: None,
+        }
     }
 }
 

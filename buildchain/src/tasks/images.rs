@@ -102,7 +102,7 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
         t = t.action(move |ctx| {
             let store = Store::open(&store_root)?;
             let builder = ImageBuilder::new(&repo_root, store, inventory.clone(), epoch);
-            let progress = ctx.progress(Some(0), &format!("{name_c}:{tag}"));
+            let progress = ctx.progress(None, &format!("{name_c}:{tag}"));
             let files = builder.materialize(&name_c, &images_root, &prefix, Some(&progress));
             progress.finish();
             for f in files? {

@@ -20,6 +20,11 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
     let timestamp = settings.timestamp() as i64;
     let (i, s, p) = (iso.clone(), sum.clone(), product.clone());
     let v = volid.clone();
+    let shown = iso
+        .strip_prefix(&settings.repo_root)
+        .unwrap_or(&iso)
+        .display()
+        .to_string();
     Ok(vec![Task::new("iso")
         .public()
         .doc("Build the ISO: dist/<name>-<version>.iso, dist/SHA256SUM, dist/product.txt")
@@ -31,20 +36,9 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
         .output(&sum)
         .output(&product)
         .action(move |ctx| {
-            let total: u64 = crate::engine::signature::walk_tree(&root)?
-                .iter()
-                .filter_map(|f| std::fs::symlink_metadata(f).ok())
-                .filter(|m| m.is_file())
-                .map(|m| m.len())
-                .sum();
-            let bar = ctx.progress(Some(total), "mastering");
-            let last = std::sync::atomic::AtomicU64::new(0);
-            let on_progress = |done: u64| {
-                let prev = last.swap(done, std::sync::atomic::Ordering::Relaxed);
-                bar.inc(done.saturating_sub(prev));
-            };
+            let bar = ctx.progress(None, "mastering");
             let report =
-                crate::isofile::master_atomic(&root, &i, &v, true, timestamp, Some(&on_progress))?;
+                crate::isofile::master_atomic_progress(&root, &i, &v, true, timestamp, &bar)?;
             bar.finish();
             ctx.record_digest(&i, &report.sha256_hex);
             let name = i
@@ -61,6 +55,7 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
                 report.shared_extents,
                 report.md5_hex.unwrap_or_default()
             ));
+            ctx.note(&format!("wrote {shown}"));
             Ok(())
         })])
 }

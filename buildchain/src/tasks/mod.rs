@@ -18,9 +18,11 @@ use crate::engine::Graph;
 /// Builds the whole product graph from the settings and the repository content.
 pub fn build_graph(settings: &Settings) -> Result<Graph> {
     let mut g = Graph::new();
-    g.extend(salt_tree::tasks(settings).context("salt_tree")?)?;
+    // Images and packages first: `salt_tree` (versions.json) reads the inventory and the
+    // package definitions again, so their errors are reported under their own task.
     g.extend(images::tasks(settings).context("images")?)?;
     g.extend(packaging::tasks(settings).context("packaging")?)?;
+    g.extend(salt_tree::tasks(settings).context("salt_tree")?)?;
     g.extend(populate::tasks(settings).context("populate_iso")?)?;
     g.extend(iso::tasks(settings).context("iso")?)?;
     g.extend(solutions::tasks(settings).context("solutions")?)?;

@@ -33,7 +33,7 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
         let tname = format!("packaging:{name}/rpm");
         let dest = product.repo_dir(&p.repository).join(p.nevra.file_name());
         let mut t = common(Task::new(&tname))
-            .doc(format!("build {}", p.nevra.file_name()))
+            .doc(format!("Build {}", p.nevra.file_name()))
             .input_file(&p.def.path)
             .value("nevra", format!("{:?}", p.nevra))
             .value("repository", p.repository.clone())
@@ -62,7 +62,7 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
             let tname = format!("packaging:{repo}/fetch");
             let dir = product.repo_dir(repo);
             let mut t = common(Task::new(&tname))
-                .doc(format!("fetch the pinned RPMs of repository {repo}"))
+                .doc(format!("Fetch the pinned RPMs of repository {repo}"))
                 .value("pins", serde_json::to_string(&r.locked).unwrap_or_default());
             for p in &r.locked {
                 t = t.output(dir.join(p.file_name()));
@@ -99,9 +99,10 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
         let dir = product.repo_dir(repo);
         let mut t = common(Task::new(&tname))
             .doc(format!(
-                "write the repodata of {}",
+                "Write the repodata of {}",
                 crate::packaging::repo_dir_name(&product.project, repo, product.major)
             ))
+            .internal()
             .deps(deps)
             .value("rpms", repo_rpm_list(&plan, repo))
             .output(dir.join("repodata").join("repomd.xml"));
@@ -133,7 +134,7 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
     tasks.push(
         Task::new("packaging")
             .public()
-            .doc("build the product RPMs and yum repositories (packages/redhat/…)")
+            .doc("Build the product RPMs and yum repositories (packages/redhat/…)")
             .deps(all),
     );
     Ok(tasks)

@@ -63,7 +63,7 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
         let origin = rel_name(&src, &settings.repo_root);
         out.push(
             Task::new(format!("populate_iso:{stem}"))
-                .doc(format!("render {origin}"))
+                .doc(format!("Render {origin}"))
                 .input_file(&src)
                 .value("template context", ctx_json.clone())
                 .output(&dest)
@@ -77,9 +77,14 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
     let dest = settings.iso_root.join("product.txt");
     let sde = settings.source_date_epoch;
     let mut t = Task::new("populate_iso:product.txt")
-        .doc("write product.txt")
+        .doc("Write product.txt")
         .value("product", serde_json::to_string(&info)?)
         .output(&dest);
+    // `git describe` runs in the action; a commit or a branch switch changes these files.
+    for f in product::git_state_files(&settings.repo_root) {
+        t = t.input_file(f);
+    }
+    let repo = settings.repo_root.clone();
     if let Some(e) = sde {
         t = t.value("SOURCE_DATE_EPOCH", e.to_string());
     }
@@ -91,7 +96,8 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
                 .map(|d| d.as_secs())
                 .unwrap_or(0)
         });
-        crate::fsutil::write_if_changed(&d, info.render(ts).as_bytes(), Some(0o644)).map(|_| ())
+        let text = info.clone().with_git(&repo).render(ts);
+        crate::fsutil::write_if_changed(&d, text.as_bytes(), Some(0o644)).map(|_| ())
     }));
 
     let mut content_deps: Vec<String> = out.iter().map(|t| t.name.clone()).collect();
@@ -153,7 +159,8 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
     let skip = [contents.clone(), contents_asc.clone()];
     out.push(
         Task::new("populate_iso:SHA256SUMS")
-            .doc("write the /SHA256SUMS content manifest of the ISO tree")
+            .doc("Write the /SHA256SUMS content manifest of the ISO tree")
+            .internal()
             .deps(content_deps.clone())
             .input_tree(&settings.iso_root)
             .exclude_input(&contents)

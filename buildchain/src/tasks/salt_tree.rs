@@ -21,11 +21,25 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
     let ctx = product::template_context(settings, &platform);
     let ctx_json = serde_json::to_string(&ctx)?;
     let mut out = Vec::new();
+    // ISO path → the source producing it (`top.sls` and `top.sls.in` cannot both ship).
+    let mut producers: BTreeMap<String, String> = BTreeMap::new();
     for (src_dir, dest_dir) in [("states", "salt"), ("pillar", "pillar")] {
         let src_root = settings.repo_root.join("salt").join(src_dir);
         let dest_root = settings.iso_root.join(dest_dir);
         for src in crate::engine::signature::walk_tree(&src_root)? {
             let rel = rel_name(&src, &src_root);
+            let shipped = format!("{dest_dir}/{}", rel.strip_suffix(".in").unwrap_or(&rel));
+            let origin = rel_name(&src, &settings.repo_root);
+            if let Some(other) = producers.insert(shipped.clone(), origin.clone()) {
+                let (a, b) = if other < origin {
+                    (other, origin)
+                } else {
+                    (origin, other)
+                };
+                anyhow::bail!(
+                    "{a} and {b} both produce {shipped} in the ISO tree: remove one of them"
+                );
+            }
             if let Some(stem) = rel.strip_suffix(".in") {
                 let dest = dest_root.join(stem);
                 out.push(render_task(settings, &src, &dest, &ctx, &ctx_json)?);
@@ -35,7 +49,7 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
                 let (s, d) = (src.clone(), dest.clone());
                 out.push(
                     Task::new(name)
-                        .doc(format!("copy salt/{src_dir}/{rel}"))
+                        .doc(format!("Copy salt/{src_dir}/{rel}"))
                         .input_file(&src)
                         .output(&dest)
                         .action(move |_| {
@@ -71,7 +85,7 @@ pub fn render_task(
     let (s, d, c) = (src.to_path_buf(), dest.to_path_buf(), ctx.clone());
     let origin = rel_name(src, &settings.repo_root);
     Ok(Task::new(name)
-        .doc(format!("render {origin}"))
+        .doc(format!("Render {origin}"))
         .input_file(src)
         .value("template context", ctx_json)
         .output(dest)
@@ -105,7 +119,8 @@ fn versions_json_task(settings: &Settings, platform: &PlatformVersions) -> Resul
     let d = dest.clone();
     let t = text.clone();
     Ok(Task::new("salt_tree:salt/metalk8s/versions.json")
-        .doc("generate salt/metalk8s/versions.json")
+        .doc("Generate salt/metalk8s/versions.json")
+        .internal()
         .value("versions.json", text)
         .output(&dest)
         .action(move |_| {
@@ -129,7 +144,8 @@ fn registry_config_task(settings: &Settings) -> Task {
     let (pv, cm, img) = (per_version.clone(), common.clone(), images.clone());
     let o = opts.clone();
     Task::new("salt_tree:salt/metalk8s/repo/files/metalk8s-registry.inc")
-        .doc("generate the static-registry nginx includes from the image tree")
+        .doc("Generate the static-registry nginx includes from the image tree")
+        .internal()
         .dep("images")
         .input_tree(&images)
         .value("name prefix", opts.name_prefix.clone())

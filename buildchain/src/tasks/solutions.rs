@@ -26,25 +26,40 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
     dirs.sort();
     for dir in dirs {
         let def = Definition::load(&dir)?;
-        let mut info = BuildInfo::detect(&dir)?;
-        info.signer = settings.signer.clone();
+        // The build facts are gathered in the action (git runs there, not on every `list`);
+        // their inputs are the settings and the git state files.
+        let sde = settings.source_date_epoch;
         let mut t = Task::new(format!("solutions:{}", def.name))
             .doc(format!(
-                "build the {} Solution ISOs ({})",
+                "Build the {} ISOs ({}) into dist/solutions/",
                 def.display_name,
                 def.versions.join(", ")
             ))
             .input_tree(&dir)
-            .value("build info", format!("{info:?}"))
+            .value(
+                "SOURCE_DATE_EPOCH",
+                sde.map_or_else(|| "unset (last commit time)".to_string(), |e| e.to_string()),
+            )
+            .value("build host", crate::product::build_host(sde.is_some()))
+            .value(
+                "signing key",
+                crate::trust::signing::describe(settings.signer.as_deref()),
+            )
             .output(outdir.join("SHA256SUM"));
+        for f in crate::product::git_state_files(&settings.repo_root) {
+            t = t.input_file(f);
+        }
         for v in &def.versions {
             t = t.output(outdir.join(format!("{}-{v}.iso", def.name)));
             t = t.output(outdir.join(format!("{}-{v}.spdx.json", def.name)));
         }
         let (d, o, store_root) = (dir.clone(), outdir.clone(), settings.store_root.clone());
+        let signer = settings.signer.clone();
         out.push(t.action(move |ctx| {
             let def = Definition::load(&d)?;
             let store = Store::open(&store_root)?;
+            let mut info = BuildInfo::collect(sde, &d);
+            info.signer = signer.clone();
             for v in &def.versions {
                 let built = build_version(&def, &d, v, &o, &store, &info)
                     .with_context(|| format!("Solution {} {v}", def.name))?;

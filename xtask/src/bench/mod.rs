@@ -20,12 +20,32 @@ pub fn option_value<T: std::str::FromStr>(
         .map_err(|_| anyhow::anyhow!("{name} needs a number, found {v:?}"))
 }
 
+/// `cargo xtask bench --help`.
+pub const HELP: &str = "\
+Benchmarks against the classic tools, in the same run (build with --release)
+
+Usage: cargo xtask bench <BENCHMARK> [OPTIONS]
+
+Benchmarks:
+  iso                ISO mastering vs xorriso + implantisomd5 [--blobs N] [--blob-mib M] [--small N] [--runs R] [--keep]
+  images             image fetch from a local docker-registry vs skopeo copy + hardlink [--runs N] [--bases N] [--apps N] [--base-mib N] [--app-mib N]
+  registry-config    static-registry nginx configuration vs the classic script
+  repodata           yum repodata vs createrepo_c
+  solution-validate  Solution ISO validation vs the classic checks
+
+Each prints both timings and the ratio; see xtask/src/bench/<name>.rs for the data sets.
+";
+
 /// Dispatches `cargo xtask bench <name> [args…]`.
 pub fn main(args: &[String]) -> ExitCode {
     let Some(name) = args.first() else {
-        eprintln!("usage: cargo xtask bench <iso|images|registry-config|repodata|solution-validate> [options]");
+        eprint!("{HELP}");
         return ExitCode::from(2);
     };
+    if matches!(name.as_str(), "-h" | "--help" | "help") {
+        print!("{HELP}");
+        return ExitCode::SUCCESS;
+    }
     let rest = &args[1..];
     let result = match name.as_str() {
         "iso" => iso::run(rest),
@@ -33,7 +53,9 @@ pub fn main(args: &[String]) -> ExitCode {
         "registry-config" => registry_config::run(rest),
         "repodata" => repodata::run(rest),
         "solution-validate" => solution::run(rest),
-        other => Err(anyhow::anyhow!("unknown benchmark {other:?}")),
+        other => Err(anyhow::anyhow!(
+            "unknown benchmark {other:?} (see `cargo xtask bench --help`)"
+        )),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -86,7 +86,9 @@ pub fn create_dir_all(dir: &Path) -> Result<()> {
         .with_context(|| format!("cannot create a temp directory in {}", parent.display()))?;
     fs::set_permissions(tmp.path(), fs::Permissions::from_mode(DIR_MODE))
         .with_context(|| format!("cannot chmod {}", tmp.path().display()))?;
-    match fs::rename(tmp.path(), dir) {
+    // Never onto an existing directory: rename(2) would replace an empty one that another task
+    // has just made and is about to create entries in.
+    match rename_noreplace(tmp.path(), dir) {
         Ok(()) => {
             let _ = tmp.keep();
             Ok(())
@@ -95,6 +97,35 @@ pub fn create_dir_all(dir: &Path) -> Result<()> {
         Err(_) if dir.is_dir() => Ok(()),
         Err(e) => Err(e).with_context(|| format!("cannot create directory {}", dir.display())),
     }
+}
+
+/// `rename` that fails with `AlreadyExists` instead of replacing `to` (`RENAME_NOREPLACE`; on a
+/// file system without it, a check-then-rename).
+pub fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let f = std::ffi::CString::new(from.as_os_str().as_bytes())?;
+    let t = std::ffi::CString::new(to.as_os_str().as_bytes())?;
+    // SAFETY: both pointers are NUL-terminated paths that outlive the call, which only reads them.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EINVAL) {
+        if std::fs::symlink_metadata(to).is_ok() {
+            return Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists));
+        }
+        return std::fs::rename(from, to);
+    }
+    Err(err)
 }
 
 /// A file being written; it appears at its destination only on [`AtomicFile::commit`].

@@ -65,7 +65,8 @@ fn iso_ls_lists_every_entry_with_mode_and_size() {
             .arg(&root)
             .arg("-o")
             .arg(&iso)
-            .args(["--volid", "LS TEST"]),
+            // Source modes verbatim (0600 included), so the listing shows each file's own mode.
+            .args(["--volid", "LS TEST", "--keep-modes"]),
     );
     let out = testkit::run_ok(Command::new(BIN).args(["iso", "ls"]).arg(&iso));
     let text = String::from_utf8(out.stdout).unwrap();

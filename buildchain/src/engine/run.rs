@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::progress::ProgressHub;
 use super::signature::{diff_reasons, input_signatures, rel, HashCache};
 use super::state::{State, StateDb, TaskRecord};
-use super::task::{Task, TaskContext};
+use super::task::{Input, Task, TaskContext};
 use super::Graph;
 
 /// Serialises task lines of the worker threads.
@@ -142,6 +142,9 @@ pub struct Engine<'g> {
     db: Mutex<StateDb>,
     /// Bars of the run: task lines are printed with them cleared.
     hub: ProgressHub,
+    /// Dry run: `(path, task)` for every output of a task judged would-run so far; a later task
+    /// whose inputs cover one of these paths would run too.
+    would_change: Mutex<Vec<(PathBuf, String)>>,
     _lock: Option<std::fs::File>,
 }
 
@@ -184,6 +187,7 @@ impl<'g> Engine<'g> {
             cache,
             db: Mutex::new(db),
             hub: ProgressHub::quiet(),
+            would_change: Mutex::new(Vec::new()),
             _lock: Some(lock),
         })
     }
@@ -413,12 +417,14 @@ impl<'g> Engine<'g> {
             }
         };
         if self.opts.dry_run {
-            // Own reasons first, then the dependencies that would run before it.
+            // Own reasons first, then the inputs that a would-run task before it rewrites (a
+            // dependency that runs changes a dependent only through the files it writes).
             let mut reasons = decision.reasons;
-            reasons.extend(dep_reasons);
+            reasons.extend(self.inputs_rewritten(task));
             if !reasons.is_empty() {
                 result.status = Status::WouldRun;
                 result.reasons = reasons;
+                self.note_would_change(task);
             }
             return result;
         }
@@ -454,6 +460,47 @@ impl<'g> Engine<'g> {
             }
         }
         result
+    }
+
+    /// Dry run: why `task`'s inputs would change because a task judged would-run before it
+    /// rewrites them (an input file, or a file under an input tree that the task does not
+    /// exclude).
+    fn inputs_rewritten(&self, task: &Task) -> Vec<String> {
+        let changing = self.would_change.lock().expect("dry-run lock");
+        let excluded = |p: &Path| {
+            task.outputs
+                .iter()
+                .chain(&task.input_excludes)
+                .any(|e| e == p)
+        };
+        let mut reasons = BTreeSet::new();
+        for (path, writer) in changing.iter() {
+            let covered = task.inputs.iter().any(|i| match i {
+                Input::File(f) => f == path,
+                Input::Tree(t) => (path.starts_with(t) || t.starts_with(path)) && !excluded(path),
+                Input::Value { .. } => false,
+            });
+            if covered {
+                reasons.insert(format!("dependency {writer} would run"));
+            }
+        }
+        reasons.into_iter().collect()
+    }
+
+    /// Dry run: records the outputs `task` would rewrite (declared, owned directories, and those
+    /// of its last success).
+    fn note_would_change(&self, task: &Task) {
+        let mut paths: Vec<PathBuf> = task
+            .outputs
+            .iter()
+            .chain(&task.owned_dirs)
+            .cloned()
+            .collect();
+        if let Some(old) = self.record(&task.name) {
+            paths.extend(old.outputs.keys().cloned());
+        }
+        let mut changing = self.would_change.lock().expect("dry-run lock");
+        changing.extend(paths.into_iter().map(|p| (p, task.name.clone())));
     }
 
     fn finish_success(

@@ -127,7 +127,7 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
         .to_string();
     out.push(
         Task::new(format!("populate_iso:{SBOM_FILE}"))
-            .doc("write the SPDX SBOM of the ISO tree (/sbom.spdx.json and dist/)")
+            .doc("Write the SPDX SBOM of the ISO tree (/sbom.spdx.json and dist/)")
             .deps(content_deps.clone())
             .input_tree(settings.iso_root.join("images"))
             .input_tree(settings.iso_root.join("packages"))
@@ -187,7 +187,7 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
     let (r, sde) = (root.clone(), settings.source_date_epoch);
     out.push(
         Task::new(format!("populate_iso:{CONTENTS_FILE}"))
-            .doc("write the /CONTENTS.json content index of the ISO tree")
+            .doc("Write the /CONTENTS.json content index of the ISO tree")
             .deps(content_deps.clone())
             .input_tree(&settings.iso_root)
             .exclude_input(&contents_asc)
@@ -210,7 +210,7 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
             let c = contents.clone();
             out.push(
                 Task::new(format!("populate_iso:{CONTENTS_SIGNATURE_FILE}"))
-                    .doc("sign /CONTENTS.json (detached, armored)")
+                    .doc("Sign /CONTENTS.json (detached, armored)")
                     .deps(content_deps.clone())
                     .input_file(&contents)
                     .value("signing key", signing)
@@ -230,7 +230,7 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
             let c = contents.clone();
             out.push(
                 Task::new("populate_iso:unsigned")
-                    .doc("unsigned build: no /CONTENTS.json.asc, no RPM or repodata signatures")
+                    .doc("Unsigned build: no /CONTENTS.json.asc, no RPM or repodata signatures")
                     .deps(content_deps.clone())
                     .value("signing key", signing)
                     .action(move |ctx| {

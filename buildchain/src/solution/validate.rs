@@ -110,10 +110,10 @@ impl Report {
             message,
         });
     }
-    fn error(&mut self, code: &'static str, path: &str, message: impl Into<String>) {
+    pub(crate) fn error(&mut self, code: &'static str, path: &str, message: impl Into<String>) {
         self.push(Severity::Error, code, path, message.into());
     }
-    fn warn(&mut self, code: &'static str, path: &str, message: impl Into<String>) {
+    pub(crate) fn warn(&mut self, code: &'static str, path: &str, message: impl Into<String>) {
         self.push(Severity::Warning, code, path, message.into());
     }
 
@@ -154,7 +154,7 @@ impl Report {
         serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
     }
 
-    fn sort(&mut self) {
+    pub(crate) fn sort(&mut self) {
         self.findings.sort_by(|a, b| {
             (a.severity, &a.path, a.code, &a.message)
                 .cmp(&(b.severity, &b.path, b.code, &b.message))

@@ -89,6 +89,7 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
             }),
     );
     content_deps.push("populate_iso:SHA256SUMS".into());
+    content_deps.push("completeness".into());
     out.push(
         Task::new("populate_iso")
             .public()

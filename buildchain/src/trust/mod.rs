@@ -2,3 +2,6 @@
 //! completeness gate.
 
 pub mod contents;
+pub mod completeness;
+pub mod index_reader;
+pub mod verify;

@@ -141,7 +141,9 @@ pub fn scan_image_refs(text: &str) -> Vec<ImageRef> {
             .or_else(|| trimmed.strip_prefix("\"image\":"))
         {
             let v = v.split(" #").next().unwrap_or_default().trim();
-            let v = v.trim_end_matches(',').trim_matches(|c| c == '"' || c == '\'');
+            let v = v
+                .trim_end_matches(',')
+                .trim_matches(|c| c == '"' || c == '\'');
             if !v.is_empty() {
                 seen_from_config = v.contains(FROM_CONFIG_HOST);
                 if let Some(r) = make_ref(line, v) {
@@ -352,7 +354,11 @@ impl RpmDeps {
             format!("{}-{}", md.get_version()?, md.get_release()?)
         };
         let arch = md.get_arch().unwrap_or("noarch");
-        let mut provides = deps(T::RPMTAG_PROVIDENAME, T::RPMTAG_PROVIDEFLAGS, T::RPMTAG_PROVIDEVERSION);
+        let mut provides = deps(
+            T::RPMTAG_PROVIDENAME,
+            T::RPMTAG_PROVIDEFLAGS,
+            T::RPMTAG_PROVIDEVERSION,
+        );
         if !provides.iter().any(|p| p.name == name) {
             provides.push(Dep {
                 name: name.clone(),
@@ -370,7 +376,11 @@ impl RpmDeps {
             path: path.to_string(),
             nevra: format!("{name}-{evr}.{arch}"),
             provides,
-            requires: deps(T::RPMTAG_REQUIRENAME, T::RPMTAG_REQUIREFLAGS, T::RPMTAG_REQUIREVERSION),
+            requires: deps(
+                T::RPMTAG_REQUIRENAME,
+                T::RPMTAG_REQUIREFLAGS,
+                T::RPMTAG_REQUIREVERSION,
+            ),
             files,
         })
     }
@@ -461,7 +471,10 @@ pub fn check_tree(root: &Path, prefix: &str, base: &BTreeSet<String>) -> Result<
     let mut texts: Vec<(String, String)> = Vec::new();
     let mut manifests: Vec<String> = Vec::new();
     let mut rpms = Vec::new();
-    for e in walkdir::WalkDir::new(root).follow_links(false).sort_by_file_name() {
+    for e in walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+    {
         let e = e.with_context(|| format!("cannot walk {}", root.display()))?;
         if !e.file_type().is_file() {
             continue;
@@ -491,7 +504,11 @@ pub fn check_tree(root: &Path, prefix: &str, base: &BTreeSet<String>) -> Result<
     } else {
         "the ISO's images/".to_string()
     };
-    let mut out = check_images(texts.iter().map(|(p, t)| (p.as_str(), t.as_str())), &served, &what);
+    let mut out = check_images(
+        texts.iter().map(|(p, t)| (p.as_str(), t.as_str())),
+        &served,
+        &what,
+    );
     out.extend(check_rpm_closure(&rpms, base));
     Ok(out)
 }

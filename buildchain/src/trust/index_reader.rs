@@ -47,9 +47,9 @@ pub fn image_entry(
     let mut blobs = Vec::new();
     let mut platforms = Vec::new();
     let add_manifest = |m: &manifest::Manifest,
-                            read: &mut dyn FnMut(&str) -> Result<Vec<u8>>,
-                            blobs: &mut Vec<BlobEntry>,
-                            platforms: &mut Vec<String>|
+                        read: &mut dyn FnMut(&str) -> Result<Vec<u8>>,
+                        blobs: &mut Vec<BlobEntry>,
+                        platforms: &mut Vec<String>|
      -> Result<()> {
         for b in &m.blobs {
             blobs.push(BlobEntry {

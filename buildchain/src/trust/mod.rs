@@ -1,7 +1,7 @@
 //! Offline trust (SPEC §12): the content index, signatures, the SBOM, `verify` and the
 //! completeness gate.
 
-pub mod contents;
 pub mod completeness;
+pub mod contents;
 pub mod index_reader;
 pub mod verify;

@@ -113,7 +113,9 @@ impl RpmSink {
         }
         let end = hdr + 16 + 16 * be32(p, hdr + 8) + be32(p, hdr + 12);
         Some(if end > RPM_HEADER_LIMIT {
-            Err(format!("RPM header of {end} bytes (limit {RPM_HEADER_LIMIT})"))
+            Err(format!(
+                "RPM header of {end} bytes (limit {RPM_HEADER_LIMIT})"
+            ))
         } else {
             Ok(end)
         })
@@ -263,7 +265,10 @@ fn read_dir(root: &Path, rep: &mut Report) -> Option<Medium> {
         .map(|(rec, p)| {
             let mut sink = Sink::new(&rec.path, rec.size);
             let r = File::open(p).and_then(|f| {
-                std::io::copy(&mut std::io::BufReader::with_capacity(1 << 20, f), &mut sink)
+                std::io::copy(
+                    &mut std::io::BufReader::with_capacity(1 << 20, f),
+                    &mut sink,
+                )
             });
             let mut facts = sink.finish();
             if let Err(e) = r {
@@ -293,9 +298,10 @@ struct Segment {
 fn read_iso(path: &Path, rep: &mut Report) -> Option<Medium> {
     use iso9660_writer::{EntryKind, IsoReader, SECTOR_SIZE};
     let open = || File::open(path).map(|f| std::io::BufReader::with_capacity(1 << 16, f));
-    let mut reader = match open().map_err(|e| e.to_string()).and_then(|f| {
-        IsoReader::open(f).map_err(|e| e.to_string())
-    }) {
+    let mut reader = match open()
+        .map_err(|e| e.to_string())
+        .and_then(|f| IsoReader::open(f).map_err(|e| e.to_string()))
+    {
         Ok(r) => r,
         Err(e) => {
             rep.error(
@@ -337,7 +343,10 @@ fn read_iso(path: &Path, rep: &mut Report) -> Option<Medium> {
         rep.warn(
             "ISO_TRAILING_DATA",
             "",
-            format!("the file is {file_len} bytes, {} more than the volume", file_len - volume_size),
+            format!(
+                "the file is {file_len} bytes, {} more than the volume",
+                file_len - volume_size
+            ),
         );
     }
     // Map extents to sinks: one sink per distinct extent list (hard links share it).
@@ -365,7 +374,9 @@ fn read_iso(path: &Path, rep: &mut Report) -> Option<Medium> {
         if end > file_len {
             bad.push((
                 e.path.clone(),
-                format!("its data ends at byte {end}, beyond the end of the file ({file_len} bytes)"),
+                format!(
+                    "its data ends at byte {end}, beyond the end of the file ({file_len} bytes)"
+                ),
             ));
             continue;
         }
@@ -409,7 +420,11 @@ fn read_iso(path: &Path, rep: &mut Report) -> Option<Medium> {
         for s in &segments {
             *count.entry(s.sink).or_default() += 1;
         }
-        count.into_iter().filter(|(_, c)| *c > 1).map(|(k, _)| k).collect()
+        count
+            .into_iter()
+            .filter(|(_, c)| *c > 1)
+            .map(|(k, _)| k)
+            .collect()
     };
     let _ = multi;
     segments.retain(|s| order_ok[s.sink]);
@@ -538,10 +553,7 @@ fn read_iso(path: &Path, rep: &mut Report) -> Option<Medium> {
             }
         }
     });
-    let mut done: Vec<Option<Facts>> = sinks_vec
-        .into_iter()
-        .map(|s| s.map(Sink::finish))
-        .collect();
+    let mut done: Vec<Option<Facts>> = sinks_vec.into_iter().map(|s| s.map(Sink::finish)).collect();
     // Files read on their own (overlapping or out-of-order extents): rare, hostile images only.
     let by_path: HashMap<&str, &iso9660_writer::Entry> =
         entries.iter().map(|e| (e.path.as_str(), e)).collect();
@@ -602,9 +614,17 @@ fn check(m: &Medium, opts: &VerifyOptions, rep: &mut Report) {
 fn check_index(m: &Medium, opts: &VerifyOptions, rep: &mut Report) -> Option<ContentIndex> {
     let Some(bytes) = m.captured(CONTENTS_FILE) else {
         if m.files.iter().any(|f| f.path == CONTENTS_FILE) {
-            rep.error("INDEX_INVALID", CONTENTS_FILE, "the index is too large or unreadable");
+            rep.error(
+                "INDEX_INVALID",
+                CONTENTS_FILE,
+                "the index is too large or unreadable",
+            );
         } else {
-            rep.error("INDEX_MISSING", CONTENTS_FILE, "no /CONTENTS.json content index");
+            rep.error(
+                "INDEX_MISSING",
+                CONTENTS_FILE,
+                "no /CONTENTS.json content index",
+            );
         }
         return None;
     };
@@ -630,7 +650,11 @@ fn check_index(m: &Medium, opts: &VerifyOptions, rep: &mut Report) -> Option<Con
     let index = match ContentIndex::from_json_slice(bytes) {
         Ok(i) => i,
         Err(e) => {
-            rep.error("INDEX_INVALID", CONTENTS_FILE, format!("not a content index: {e}"));
+            rep.error(
+                "INDEX_INVALID",
+                CONTENTS_FILE,
+                format!("not a content index: {e}"),
+            );
             return None;
         }
     };
@@ -652,10 +676,18 @@ fn check_index(m: &Medium, opts: &VerifyOptions, rep: &mut Report) -> Option<Con
     let mut seen = BTreeSet::new();
     for f in &index.files {
         if !seen.insert(f.path.as_str()) {
-            rep.error("INDEX_INVALID", CONTENTS_FILE, format!("{} is listed twice", f.path));
+            rep.error(
+                "INDEX_INVALID",
+                CONTENTS_FILE,
+                format!("{} is listed twice", f.path),
+            );
         }
     }
-    if let Some(v) = index.product.get("VERSION").or(index.product.get("version")) {
+    if let Some(v) = index
+        .product
+        .get("VERSION")
+        .or(index.product.get("version"))
+    {
         rep.version = Some(v.clone());
     }
     if let Some(n) = index.product.get("NAME").or(index.product.get("name")) {
@@ -687,7 +719,6 @@ pub fn verify_detached(key: &[u8], data: &[u8], asc: &[u8]) -> Result<(), String
         })
         .unwrap_or_else(|| "an unknown key".into());
     let raw = sig
-        .signature
         .to_bytes()
         .map_err(|e| format!("cannot encode the signature: {e}"))?;
     verifier
@@ -707,7 +738,11 @@ fn check_files(m: &Medium, index: Option<&ContentIndex>, rep: &mut Report) {
             continue;
         }
         let Some(want) = listed.get(f.path.as_str()) else {
-            rep.error("FILE_NOT_INDEXED", &f.path, "present on the medium but not in the index");
+            rep.error(
+                "FILE_NOT_INDEXED",
+                &f.path,
+                "present on the medium but not in the index",
+            );
             continue;
         };
         let Some(got) = m.facts.get(&f.path).filter(|x| x.error.is_none()) else {
@@ -723,7 +758,10 @@ fn check_files(m: &Medium, index: Option<&ContentIndex>, rep: &mut Report) {
             rep.error(
                 "FILE_DIGEST_MISMATCH",
                 &f.path,
-                format!("content has sha256 {}, the index says {}", got.sha256, want.sha256),
+                format!(
+                    "content has sha256 {}, the index says {}",
+                    got.sha256, want.sha256
+                ),
             );
         }
     }
@@ -748,7 +786,11 @@ fn check_sums(m: &Medium, rep: &mut Report) {
     let mut listed = BTreeSet::new();
     for (i, l) in text.lines().enumerate() {
         let Some((hex, path)) = l.split_once("  ") else {
-            rep.error("SUMS_INVALID", p, format!("line {}: not `<sha256>  <path>`", i + 1));
+            rep.error(
+                "SUMS_INVALID",
+                p,
+                format!("line {}: not `<sha256>  <path>`", i + 1),
+            );
             continue;
         };
         let path = path.trim_start_matches("./").to_string();
@@ -761,7 +803,11 @@ fn check_sums(m: &Medium, rep: &mut Report) {
             Some(f) if f.error.is_none() && f.sha256 != hex => rep.error(
                 "SUMS_MISMATCH",
                 &path,
-                format!("content has sha256 {}, SHA256SUMS line {} says {hex}", f.sha256, i + 1),
+                format!(
+                    "content has sha256 {}, SHA256SUMS line {} says {hex}",
+                    f.sha256,
+                    i + 1
+                ),
             ),
             _ => {}
         }
@@ -852,7 +898,11 @@ fn check_images(m: &Medium, index: Option<&ContentIndex>, rep: &mut Report) {
                     &bp,
                     format!("foreign layer sha256:{} is not on the medium", d.hex),
                 ),
-                None => rep.error("BLOB_MISSING", &bp, format!("blob sha256:{} is absent", d.hex)),
+                None => rep.error(
+                    "BLOB_MISSING",
+                    &bp,
+                    format!("blob sha256:{} is absent", d.hex),
+                ),
                 Some(b) if b.error.is_some() => {}
                 Some(b) if b.len != d.size => rep.error(
                     "BLOB_SIZE_MISMATCH",
@@ -882,7 +932,11 @@ fn check_images(m: &Medium, index: Option<&ContentIndex>, rep: &mut Report) {
     for ((n, t), e) in &found {
         let p = format!("images/{n}/{t}");
         match indexed.get(&(n.clone(), t.clone())) {
-            None => rep.error("IMAGE_NOT_INDEXED", &p, format!("{n}:{t} is not in the index")),
+            None => rep.error(
+                "IMAGE_NOT_INDEXED",
+                &p,
+                format!("{n}:{t} is not in the index"),
+            ),
             Some(i) if i.digest != e.digest => rep.error(
                 "IMAGE_DIGEST_MISMATCH",
                 &p,
@@ -914,15 +968,20 @@ fn check_rpms(
     opts: &VerifyOptions,
     rep: &mut Report,
 ) -> Vec<RpmDeps> {
-    let verifier = opts.key.as_ref().and_then(|k| {
-        match rpm::signature::pgp::Verifier::from_asc_bytes(k) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                rep.error("KEY_INVALID", "", format!("cannot load the public key: {e}"));
-                None
-            }
-        }
-    });
+    let verifier =
+        opts.key
+            .as_ref()
+            .and_then(|k| match rpm::signature::pgp::Verifier::from_asc_bytes(k) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    rep.error(
+                        "KEY_INVALID",
+                        "",
+                        format!("cannot load the public key: {e}"),
+                    );
+                    None
+                }
+            });
     let indexed: HashMap<&str, &super::contents::RpmEntry> = index
         .map(|i| i.rpms.iter().map(|r| (r.path.as_str(), r)).collect())
         .unwrap_or_default();
@@ -1004,7 +1063,11 @@ fn check_rpms(
         if index.is_some() {
             let nevra = rpm_nevra(&md).unwrap_or_default();
             match indexed.get(p) {
-                None => rep.error("RPM_NOT_INDEXED", p, "present on the medium but not in the index"),
+                None => rep.error(
+                    "RPM_NOT_INDEXED",
+                    p,
+                    "present on the medium but not in the index",
+                ),
                 Some(e) => {
                     if e.nevra != nevra || e.sha256 != facts.sha256 || e.key_id != key_id {
                         rep.error(
@@ -1050,11 +1113,8 @@ fn check_completeness(m: &Medium, rpms: &[RpmDeps], rep: &mut Report) {
         }
         None => "the medium's images/".to_string(),
     };
-    let mut dangling = completeness::check_images(
-        texts.iter().map(|(p, t)| (*p, t.as_str())),
-        &served,
-        &what,
-    );
+    let mut dangling =
+        completeness::check_images(texts.iter().map(|(p, t)| (*p, t.as_str())), &served, &what);
     let base = completeness::parse_base_provides(BASE_OS_PROVIDES);
     dangling.extend(completeness::check_rpm_closure(rpms, &base));
     for d in dangling {

@@ -492,3 +492,105 @@ fn an_image_referenced_by_salt_but_not_shipped() {
         "{text}"
     );
 }
+
+/// `solution validate --key`: the index signature and every file against the index, plus the
+/// images the operator manifests reference.
+#[test]
+fn solution_validate_checks_index_signature_and_operator_images() {
+    let f = fixture();
+    let work = f.dir.path().join("solution");
+    testkit::run_ok(
+        Command::new(BIN)
+            .args(["solution", "build"])
+            .arg(testkit::workspace_root().join("solutions/example-solution"))
+            .args(["--version", "1.0.0", "-o"])
+            .arg(&work)
+            .env("SOURCE_DATE_EPOCH", EPOCH)
+            .env("BUILD_HOST", "ci")
+            .env("BUILDCHAIN_STORE", work.join("store")),
+    );
+    let root = work.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    testkit::run_ok(
+        Command::new(testkit::require_tool("bsdtar"))
+            .arg("-xf")
+            .arg(work.join("example-solution-1.0.0.iso"))
+            .arg("-C")
+            .arg(&root),
+    );
+    let index = buildchain::trust::index_reader::index_tree(&root, Some(1_700_000_000)).unwrap();
+    std::fs::write(root.join("CONTENTS.json"), index.to_json_bytes().unwrap()).unwrap();
+    sign_index(&root, &f.a);
+    let validate = |p: &Path| {
+        let out = Command::new(BIN)
+            .args(["solution", "validate", "--format", "json", "--key"])
+            .arg(&f.a.public)
+            .arg(p)
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let codes: Vec<(String, String)> = v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["severity"] == "error")
+            .map(|x| {
+                (
+                    x["code"].as_str().unwrap().to_string(),
+                    x["path"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        (out.status.code().unwrap(), codes, v)
+    };
+    let iso = work.join("indexed.iso");
+    buildchain::isofile::master_atomic(
+        &root,
+        &iso,
+        "Example Solution 1.0.0",
+        true,
+        1_700_000_000,
+        None,
+    )
+    .unwrap();
+    let (code, errors, v) = validate(&iso);
+    assert_eq!(code, 0, "{v:#}");
+    assert!(errors.is_empty(), "{v:#}");
+    // Signed by another key.
+    sign_index(&root, &f.b);
+    let (code, errors, v) = validate(&root);
+    assert_eq!(code, 1, "{v:#}");
+    assert_eq!(
+        errors,
+        vec![(
+            "INDEX_SIGNATURE_INVALID".to_string(),
+            "CONTENTS.json.asc".to_string()
+        )]
+    );
+    sign_index(&root, &f.a);
+    // A file changed after indexing, and an operator manifest naming an absent image.
+    std::fs::write(
+        root.join("operator/deploy/extra.yaml"),
+        "spec:\n  template:\n    spec:\n      containers:\n        - image: \"{{ repository }}/not-shipped:1.0\"\n",
+    )
+    .unwrap();
+    let (code, errors, v) = validate(&root);
+    assert_eq!(code, 1, "{v:#}");
+    assert_eq!(
+        errors,
+        vec![
+            (
+                "FILE_NOT_INDEXED".to_string(),
+                "operator/deploy/extra.yaml".to_string()
+            ),
+            (
+                "IMAGE_NOT_SERVED".to_string(),
+                "operator/deploy/extra.yaml".to_string()
+            ),
+        ],
+        "{v:#}"
+    );
+    assert!(v.to_string().contains(
+        "operator/deploy/extra.yaml:5: image {{ repository }}/not-shipped:1.0 is not served by the Solution's images/"
+    ));
+}

@@ -5,6 +5,7 @@ mod iso;
 mod registry_config;
 mod repodata;
 mod solution;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -23,7 +24,7 @@ pub fn option_value<T: std::str::FromStr>(
 /// Dispatches `cargo xtask bench <name> [args…]`.
 pub fn main(args: &[String]) -> ExitCode {
     let Some(name) = args.first() else {
-        eprintln!("usage: cargo xtask bench <iso|images|registry-config|repodata|solution-validate> [options]");
+        eprintln!("usage: cargo xtask bench <iso|images|registry-config|repodata|solution-validate|verify> [options]");
         return ExitCode::from(2);
     };
     let rest = &args[1..];
@@ -33,6 +34,7 @@ pub fn main(args: &[String]) -> ExitCode {
         "registry-config" => registry_config::run(rest),
         "repodata" => repodata::run(rest),
         "solution-validate" => solution::run(rest),
+        "verify" => verify::run(rest),
         other => Err(anyhow::anyhow!("unknown benchmark {other:?}")),
     };
     match result {

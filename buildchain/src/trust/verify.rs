@@ -415,18 +415,6 @@ fn read_iso(path: &Path, rep: &mut Report) -> Option<Medium> {
             last_end = last_end.max(s.start + s.len);
         }
     }
-    let multi: BTreeSet<usize> = {
-        let mut count: HashMap<usize, usize> = HashMap::new();
-        for s in &segments {
-            *count.entry(s.sink).or_default() += 1;
-        }
-        count
-            .into_iter()
-            .filter(|(_, c)| *c > 1)
-            .map(|(k, _)| k)
-            .collect()
-    };
-    let _ = multi;
     segments.retain(|s| order_ok[s.sink]);
     let read_end = file_len.min(
         segments
@@ -557,11 +545,30 @@ fn read_iso(path: &Path, rep: &mut Report) -> Option<Medium> {
     // Files read on their own (overlapping or out-of-order extents): rare, hostile images only.
     let by_path: HashMap<&str, &iso9660_writer::Entry> =
         entries.iter().map(|e| (e.path.as_str(), e)).collect();
-    let mut reread = IsoReader::open(open().ok()?).ok()?;
+    let mut reread = None;
     for (p, id) in &file_sink {
         if order_ok[*id] {
             continue;
         }
+        if reread.is_none() {
+            match open()
+                .map_err(|e| e.to_string())
+                .and_then(|f| IsoReader::open(f).map_err(|e| e.to_string()))
+            {
+                Ok(r) => reread = Some(r),
+                Err(e) => {
+                    rep.error(
+                        "ISO_UNREADABLE",
+                        "",
+                        format!("cannot reopen the image: {e}"),
+                    );
+                    return None;
+                }
+            }
+        }
+        let Some(reread) = reread.as_mut() else {
+            return None;
+        };
         if let Some(e) = by_path.get(p.as_str()) {
             let mut sink = Sink::new(p, e.size);
             let r = reread.read_file(e, &mut sink);

@@ -1,7 +1,7 @@
 //! `buildchain verify ISO|DIR`: one offline pass over a medium (SPEC §12).
 //!
-//! For an ISO, the file is read **once**, sequentially, in 4 MiB chunks: the reading thread feeds
-//! the isomd5sum MD5 while a second thread feeds the SHA-256 of every file extent (extents are
+//! For an ISO, the file is read **once**, sequentially, in 4 MiB chunks: one thread reads, one
+//! runs the isomd5sum MD5 and one the SHA-256 of every file extent (extents are
 //! mapped to files beforehand by walking the directory records with the hardened reader). Small
 //! files the checks need (the index, its signature, `SHA256SUMS`, image manifests, Salt sources)
 //! are captured on the way, and RPMs keep only their headers plus a payload digest, so memory is
@@ -30,8 +30,10 @@ const CAPTURE_LIMIT: u64 = 4 << 20;
 const RPM_HEADER_LIMIT: usize = 64 << 20;
 /// Chunk size of the sequential read.
 const CHUNK: usize = 4 << 20;
-/// Chunks in flight between the reading and the hashing thread.
-const IN_FLIGHT: usize = 6;
+/// Chunks queued for each hashing thread.
+const IN_FLIGHT: usize = 4;
+/// Chunk buffers allocated at most (bounds the memory of the pass).
+const MAX_BUFFERS: usize = 2 * IN_FLIGHT + 2;
 /// The base-OS provides the RPM closure accepts (the build's own list, compiled in: the medium
 /// does not carry it).
 const BASE_OS_PROVIDES: &str = include_str!("../../../packages/redhat/8/base-os-provides.txt");
@@ -432,6 +434,7 @@ fn read_iso(path: &Path, rep: &mut Report) -> Option<Medium> {
     let pass = std::thread::scope(|scope| -> Result<(Option<(String, String)>, u64), String> {
         let (tx, rx) = mpsc::sync_channel::<(u64, Arc<Vec<u8>>)>(IN_FLIGHT);
         let (back_tx, back_rx) = mpsc::channel::<Arc<Vec<u8>>>();
+        let back_tx_main = back_tx.clone();
         let segs = &segments;
         let sinks_ref = &mut sinks_vec;
         let hasher = scope.spawn(move || {
@@ -456,18 +459,38 @@ fn read_iso(path: &Path, rep: &mut Report) -> Option<Medium> {
                 let _ = back_tx.send(buf);
             }
         });
+        // MD5 on its own thread too: this thread only reads.
+        let (md5_tx, md5_rx) = mpsc::sync_channel::<Arc<Vec<u8>>>(IN_FLIGHT);
+        let md5_back = back_tx_main.clone();
+        let md5_thread = scope.spawn(move || {
+            let mut md5 = implanted.then(|| iso9660_writer::md5sum::Md5Implanter::new(volume_size));
+            for buf in md5_rx {
+                if let Some(m) = md5.as_mut() {
+                    m.update(&buf);
+                }
+                let _ = md5_back.send(buf);
+            }
+            md5.map(|m| m.finish())
+        });
+        drop(back_tx_main);
         let mut f = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        let mut md5 = implanted.then(|| iso9660_writer::md5sum::Md5Implanter::new(volume_size));
-        let mut pool: Vec<Vec<u8>> = (0..IN_FLIGHT + 2).map(|_| vec![0u8; CHUNK]).collect();
+        let mut allocated = 0usize;
         let mut off = 0u64;
         let mut result = Ok(());
         while off < read_end {
-            let mut buf = match pool.pop() {
-                Some(b) => b,
-                None => match back_rx.recv() {
-                    Ok(a) => Arc::try_unwrap(a).unwrap_or_else(|_| vec![0u8; CHUNK]),
-                    Err(_) => vec![0u8; CHUNK],
-                },
+            // A buffer comes back twice (both threads); it is free when the second copy returns.
+            let mut buf = if allocated < MAX_BUFFERS {
+                allocated += 1;
+                vec![0u8; CHUNK]
+            } else {
+                let mut got = None;
+                while got.is_none() {
+                    match back_rx.recv() {
+                        Ok(a) => got = Arc::try_unwrap(a).ok(),
+                        Err(_) => got = Some(vec![0u8; CHUNK]),
+                    }
+                }
+                got.unwrap_or_default()
             };
             let want = ((read_end - off) as usize).min(CHUNK);
             buf.resize(want, 0);
@@ -482,22 +505,22 @@ fn read_iso(path: &Path, rep: &mut Report) -> Option<Medium> {
                 buf[s..e].fill(b' ');
             }
             let a = Arc::new(buf);
-            if tx.send((off, a.clone())).is_err() {
-                result = Err("the hashing thread stopped".to_string());
+            if tx.send((off, a.clone())).is_err() || md5_tx.send(a).is_err() {
+                result = Err("a hashing thread stopped".to_string());
                 break;
             }
-            if let Some(m) = md5.as_mut() {
-                m.update(&a);
-            }
-            drop(a);
             off += want as u64;
         }
         drop(tx);
+        drop(md5_tx);
         hasher
             .join()
             .map_err(|_| "the hashing thread failed".to_string())?;
+        let md5 = md5_thread
+            .join()
+            .map_err(|_| "the MD5 thread failed".to_string())?;
         result?;
-        Ok((md5.map(|m| m.finish()), off))
+        Ok((md5, off))
     });
     let (md5, _read) = match pass {
         Ok(p) => p,

@@ -147,3 +147,34 @@ fn rpm_closure_agrees_with_dnf_repoclosure() {
     assert!(!ok);
     assert_eq!(mine, theirs);
 }
+
+#[test]
+fn the_build_fails_on_an_unresolved_requires() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkout = dir.path().join("checkout");
+    std::fs::create_dir_all(&checkout).unwrap();
+    testkit::copy_product_repo(&checkout);
+    let list = checkout.join(completeness::BASE_OS_PROVIDES);
+    let text = std::fs::read_to_string(&list).unwrap();
+    assert!(text.contains("\nsos\n"));
+    std::fs::write(&list, text.replace("\nsos\n", "\n")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_buildchain"))
+        .arg("--repo")
+        .arg(&checkout)
+        .arg("--no-progress")
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env("BUILD_HOST", "ci")
+        .env("BUILDCHAIN_STORE", dir.path().join("store"))
+        .env_remove("BUILD_ROOT")
+        .env_remove("PROJECT_NAME")
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("packages/redhat/8/metalk8s-scality-el8/metalk8s-sosreport-130.0.0~dev-1.el8.noarch.rpm: metalk8s-sosreport-130.0.0~dev-1.el8.noarch requires sos >= 3.1, provided by no shipped RPM nor by packages/redhat/8/base-os-provides.txt"),
+        "{said}"
+    );
+    assert!(!checkout.join("dist/metalk8s-130.0.0-dev.iso").exists());
+}

@@ -589,9 +589,7 @@ fn read_iso(path: &Path, rep: &mut Report) -> Option<Medium> {
                 }
             }
         }
-        let Some(reread) = reread.as_mut() else {
-            return None;
-        };
+        let reread = reread.as_mut()?;
         if let Some(e) = by_path.get(p.as_str()) {
             let mut sink = Sink::new(p, e.size);
             let r = reread.read_file(e, &mut sink);

@@ -13,6 +13,32 @@ use anyhow::{bail, Context, Result};
 
 use super::solution::{image, median, random_blob, timed, TempDir};
 
+/// Runs `cmd` under `/usr/bin/time`; returns (wall seconds, peak RSS KiB, CPU seconds user+sys).
+fn timed_cpu(cmd: &[&str]) -> Result<(f64, u64, f64)> {
+    let t = Instant::now();
+    let out = std::process::Command::new("/usr/bin/time")
+        .args(["-f", "BENCH=%M %U %S"])
+        .args(cmd)
+        .output()
+        .with_context(|| format!("run {cmd:?}"))?;
+    let secs = t.elapsed().as_secs_f64();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {err}");
+    }
+    let line = err
+        .lines()
+        .filter_map(|l| l.strip_prefix("BENCH="))
+        .next_back()
+        .unwrap_or("0 0 0");
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let get = |i: usize| v.get(i).copied().unwrap_or(0.0);
+    Ok((secs, get(0) as u64, get(1) + get(2)))
+}
+
 const MIB: u64 = 1 << 20;
 
 fn make_iso(work: &Path, size_mib: u64) -> Result<PathBuf> {
@@ -126,33 +152,45 @@ pub fn run(args: &[String]) -> Result<()> {
     );
     timed(&["checkisomd5", iso_s])?;
     timed(&["sha256sum", iso_s])?;
+    println!(
+        "load average before the runs: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
     let (mut ours, mut md5, mut sha, mut rss) = (vec![], vec![], vec![], [0u64; 3]);
+    let mut cpu = [vec![], vec![], vec![]];
     for _ in 0..runs {
-        let (s, r, _) = timed(&[me, "verify", iso_s])?;
-        ours.push(s);
-        rss[0] = rss[0].max(r);
-        let (s, r, _) = timed(&["checkisomd5", iso_s])?;
-        md5.push(s);
-        rss[1] = rss[1].max(r);
-        let (s, r, _) = timed(&["sha256sum", iso_s])?;
-        sha.push(s);
-        rss[2] = rss[2].max(r);
+        for (i, cmd) in [
+            vec![me, "verify", iso_s],
+            vec!["checkisomd5", iso_s],
+            vec!["sha256sum", iso_s],
+        ]
+        .iter()
+        .enumerate()
+        {
+            let (s, r, c) = timed_cpu(cmd)?;
+            [&mut ours, &mut md5, &mut sha][i].push(s);
+            rss[i] = rss[i].max(r);
+            cpu[i].push(c);
+        }
     }
     let (o, m, s) = (median(ours), median(md5), median(sha));
     let rate = |t: f64| size as f64 / MIB as f64 / t;
+    let [c0, c1, c2] = cpu.map(median);
     println!("median of {runs} runs, warm page cache, {gib:.2} GiB:");
     println!(
-        "  buildchain verify       : {o:7.2}s  {:7.0} MiB/s  peak RSS {:6} KiB",
+        "  buildchain verify       : {o:7.2}s  {:7.0} MiB/s  peak RSS {:6} KiB  CPU {c0:.2}s",
         rate(o),
         rss[0]
     );
     println!(
-        "  checkisomd5             : {m:7.2}s  {:7.0} MiB/s  peak RSS {:6} KiB",
+        "  checkisomd5             : {m:7.2}s  {:7.0} MiB/s  peak RSS {:6} KiB  CPU {c1:.2}s",
         rate(m),
         rss[1]
     );
     println!(
-        "  sha256sum               : {s:7.2}s  {:7.0} MiB/s  peak RSS {:6} KiB",
+        "  sha256sum               : {s:7.2}s  {:7.0} MiB/s  peak RSS {:6} KiB  CPU {c2:.2}s",
         rate(s),
         rss[2]
     );

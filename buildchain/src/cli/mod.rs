@@ -119,6 +119,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: StoreCmd,
     },
+    /// Verify a medium offline: MD5, index signature, every file, image and RPM, completeness.
+    Verify(crate::trust::verify::VerifyArgs),
     /// Container image verbs.
     Image {
         #[command(subcommand)]
@@ -279,6 +281,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
         }
         Some(Cmd::RegistryConfig(a)) => crate::registry_config::cli::run(&a).map(|()| 0),
         Some(Cmd::Solution { cmd }) => crate::solution::cli::run(&cmd),
+        Some(Cmd::Verify(a)) => crate::trust::verify::run(&a),
         Some(Cmd::Image {
             cmd: ImageCmd::Fetch(a),
         }) => crate::images::cli::fetch(&a).map(|()| 0),

@@ -21,14 +21,24 @@ pub enum SolutionCommand {
         /// Output format.
         #[arg(long, default_value = "text")]
         format: String,
+        /// Armored OpenPGP public key `/CONTENTS.json.asc` must verify with.
+        #[arg(long)]
+        key: Option<std::path::PathBuf>,
     },
 }
 
 /// Runs a `solution` sub-command; returns the process exit code.
 pub fn run(cmd: &SolutionCommand) -> anyhow::Result<u8> {
     match cmd {
-        SolutionCommand::Validate { iso, format } => {
-            let report = super::validate::validate_path(iso);
+        SolutionCommand::Validate { iso, format, key } => {
+            let key = match key {
+                Some(k) => Some(
+                    std::fs::read(k)
+                        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", k.display()))?,
+                ),
+                None => None,
+            };
+            let report = super::validate::validate_path_with_key(iso, key.as_deref());
             match format.as_str() {
                 "json" => print!("{}", report.to_json()),
                 "text" => print!("{}", report.to_text()),

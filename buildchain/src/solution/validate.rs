@@ -110,10 +110,10 @@ impl Report {
             message,
         });
     }
-    fn error(&mut self, code: &'static str, path: &str, message: impl Into<String>) {
+    pub(crate) fn error(&mut self, code: &'static str, path: &str, message: impl Into<String>) {
         self.push(Severity::Error, code, path, message.into());
     }
-    fn warn(&mut self, code: &'static str, path: &str, message: impl Into<String>) {
+    pub(crate) fn warn(&mut self, code: &'static str, path: &str, message: impl Into<String>) {
         self.push(Severity::Warning, code, path, message.into());
     }
 
@@ -154,7 +154,7 @@ impl Report {
         serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
     }
 
-    fn sort(&mut self) {
+    pub(crate) fn sort(&mut self) {
         self.findings.sort_by(|a, b| {
             (a.severity, &a.path, a.code, &a.message)
                 .cmp(&(b.severity, &b.path, b.code, &b.message))
@@ -165,18 +165,25 @@ impl Report {
 
 /// Validates `path`: a directory tree, or else an ISO image.
 pub fn validate_path(path: &Path) -> Report {
+    validate_path_with_key(path, None)
+}
+
+/// Like [`validate_path`]; with `key` (armored OpenPGP public key) the content index
+/// `/CONTENTS.json` must be present and signed by it (`CONTENTS.json.asc`). Without a key, an
+/// index that is present is checked for consistency (every file listed, sizes and digests).
+pub fn validate_path_with_key(path: &Path, key: Option<&[u8]>) -> Report {
     if path.is_dir() {
         let mut t = DirTree::new(path);
         let mut r = Report {
             source: path.display().to_string(),
             ..Report::default()
         };
-        check_tree(&mut t, None, &mut r);
+        check_tree_with_key(&mut t, None, key, &mut r);
         r.sort();
         return r;
     }
     match std::fs::File::open(path) {
-        Ok(_) => validate_iso_file(path),
+        Ok(_) => validate_iso_file_with_key(path, key),
         Err(e) => {
             let mut r = Report {
                 source: path.display().to_string(),
@@ -199,7 +206,7 @@ pub fn validate_iso<R: Read + Seek>(mut r: R, source: &str) -> Report {
         ..Report::default()
     };
     md5_part(&mut r, &mut rep);
-    structure_part(r, &mut rep);
+    structure_part(r, None, &mut rep);
     rep.sort();
     rep
 }
@@ -207,6 +214,12 @@ pub fn validate_iso<R: Read + Seek>(mut r: R, source: &str) -> Report {
 /// Validates the ISO file at `path`, checking the implanted MD5 on a second handle in a parallel
 /// thread while the tree is checked.
 pub fn validate_iso_file(path: &Path) -> Report {
+    validate_iso_file_with_key(path, None)
+}
+
+/// [`validate_iso_file`] with the index signature checked against `key` (see
+/// [`validate_path_with_key`]).
+pub fn validate_iso_file_with_key(path: &Path, key: Option<&[u8]>) -> Report {
     let mut rep = Report {
         source: path.display().to_string(),
         ..Report::default()
@@ -231,7 +244,7 @@ pub fn validate_iso_file(path: &Path) -> Report {
             md5_part(&mut f2, &mut m);
             m
         });
-        structure_part(f1, &mut rep);
+        structure_part(f1, key, &mut rep);
         h.join()
     });
     match md5 {
@@ -287,7 +300,7 @@ fn md5_part<R: Read + Seek>(r: &mut R, rep: &mut Report) {
 }
 
 /// Container and tree checks.
-fn structure_part<R: Read + Seek>(mut r: R, rep: &mut Report) {
+fn structure_part<R: Read + Seek>(mut r: R, key: Option<&[u8]>, rep: &mut Report) {
     let len = r.seek(std::io::SeekFrom::End(0)).unwrap_or(0);
     if r.seek(std::io::SeekFrom::Start(0)).is_err() {
         rep.error("ISO_UNREADABLE", "", "cannot seek in the image");
@@ -353,7 +366,7 @@ fn structure_part<R: Read + Seek>(mut r: R, rep: &mut Report) {
             format!("cannot walk the primary tree: {e:#}"),
         ),
     }
-    check_tree(&mut tree, Some(&vol), rep);
+    check_tree_with_key(&mut tree, Some(&vol), key, rep);
 }
 
 /// Tree index: path → entry.
@@ -528,6 +541,16 @@ struct Sol {
 
 /// Runs every tree-level check (everything but the ISO container checks).
 pub fn check_tree(tree: &mut dyn FileTree, volume_id: Option<&str>, rep: &mut Report) {
+    check_tree_with_key(tree, volume_id, None, rep)
+}
+
+/// [`check_tree`] with the content-index checks bound to `key` (see [`validate_path_with_key`]).
+pub fn check_tree_with_key(
+    tree: &mut dyn FileTree,
+    volume_id: Option<&str>,
+    key: Option<&[u8]>,
+    rep: &mut Report,
+) {
     let entries = match tree.entries() {
         Ok(e) => e,
         Err(e) => {
@@ -575,7 +598,143 @@ pub fn check_tree(tree: &mut dyn FileTree, volume_id: Option<&str>, rep: &mut Re
     rep.version = sol.version.clone();
     let found = check_images(&mut cx, &sol, rep);
     check_operator(&mut cx, rep);
+    check_operator_images(&mut cx, &found, rep);
     check_registry_config(&mut cx, &found, rep);
+    check_content_index(&mut cx, key, rep);
+}
+
+/// Completeness of the operator manifests: every `image:` they reference is on the Solution
+/// (see [`crate::trust::completeness`] for what is recognised).
+fn check_operator_images(
+    cx: &mut Ctx,
+    found: &BTreeMap<String, BTreeSet<String>>,
+    rep: &mut Report,
+) {
+    let mut served = crate::trust::completeness::Served::default();
+    for (n, tags) in found {
+        for t in tags {
+            served.add(n, t);
+        }
+    }
+    let files: Vec<TreeEntry> = cx
+        .index
+        .by_path
+        .values()
+        .filter(|e| e.kind == Kind::File && e.path.starts_with("operator/"))
+        .filter(|e| crate::trust::completeness::is_scanned(&e.path))
+        .cloned()
+        .collect();
+    for e in files {
+        let Ok(bytes) = cx.read_small(&e) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        for d in crate::trust::completeness::check_images(
+            [(e.path.as_str(), text.as_ref())],
+            &served,
+            "the Solution's images/",
+        ) {
+            rep.error(d.code, &d.path, d.to_string());
+        }
+    }
+}
+
+/// The content index: signature (with a key), then every file against it. Contents already
+/// hashed for the image checks are not read again.
+fn check_content_index(cx: &mut Ctx, key: Option<&[u8]>, rep: &mut Report) {
+    use crate::trust::contents::{ContentIndex, CONTENTS_FILE, CONTENTS_SIGNATURE_FILE};
+    let Some(e) = cx.index.file(CONTENTS_FILE).cloned() else {
+        // Solutions made by other tools have no index: only a key makes it mandatory.
+        if key.is_some() {
+            rep.error(
+                "INDEX_MISSING",
+                CONTENTS_FILE,
+                "no /CONTENTS.json content index",
+            );
+        }
+        return;
+    };
+    let bytes = match cx.read_small(&e) {
+        Ok(b) => b,
+        Err(x) => {
+            rep.error("INDEX_INVALID", CONTENTS_FILE, x);
+            return;
+        }
+    };
+    // Without a key the index is checked for consistency only (`buildchain verify` warns
+    // about it; `solution validate` stays quiet so that a clean Solution has no finding).
+    if let Some(k) = key {
+        match cx.index.file(CONTENTS_SIGNATURE_FILE).cloned() {
+            None => rep.error(
+                "INDEX_SIGNATURE_MISSING",
+                CONTENTS_SIGNATURE_FILE,
+                "no detached signature of the index",
+            ),
+            Some(se) => match cx.read_small(&se) {
+                Ok(asc) => {
+                    if let Err(x) = crate::trust::verify::verify_detached(k, &bytes, &asc) {
+                        rep.error("INDEX_SIGNATURE_INVALID", CONTENTS_SIGNATURE_FILE, x);
+                    }
+                }
+                Err(x) => rep.error("INDEX_SIGNATURE_INVALID", CONTENTS_SIGNATURE_FILE, x),
+            },
+        }
+    }
+    let index = match ContentIndex::from_json_slice(&bytes) {
+        Ok(i) => i,
+        Err(x) => {
+            rep.error(
+                "INDEX_INVALID",
+                CONTENTS_FILE,
+                format!("not a content index: {x}"),
+            );
+            return;
+        }
+    };
+    let listed: BTreeMap<&str, &crate::trust::contents::FileEntry> =
+        index.files.iter().map(|f| (f.path.as_str(), f)).collect();
+    let mut work: Vec<TreeEntry> = Vec::new();
+    for (p, e) in &cx.index.by_path {
+        if e.kind != Kind::File || !crate::trust::index_reader::indexed(p) {
+            continue;
+        }
+        if listed.contains_key(p.as_str()) {
+            work.push(e.clone());
+        } else {
+            rep.error(
+                "FILE_NOT_INDEXED",
+                p,
+                "present on the medium but not in the index",
+            );
+        }
+    }
+    for f in &index.files {
+        if cx.index.file(&f.path).is_none() {
+            rep.error("FILE_MISSING", &f.path, "listed in the index but absent");
+        }
+    }
+    work.sort_by(|a, b| (a.identity, &a.path).cmp(&(b.identity, &b.path)));
+    for e in work {
+        let want = listed[e.path.as_str()];
+        match cx.hash(&e, &mut rep.stats) {
+            Ok((h, n)) => {
+                if n != want.size {
+                    rep.error(
+                        "FILE_SIZE_MISMATCH",
+                        &e.path,
+                        format!("{n} bytes, the index says {}", want.size),
+                    );
+                } else if h != want.sha256 {
+                    rep.error(
+                        "FILE_DIGEST_MISMATCH",
+                        &e.path,
+                        format!("content has sha256 {h}, the index says {}", want.sha256),
+                    );
+                }
+            }
+            Err(x) => rep.error("FILE_UNREADABLE", &e.path, x),
+        }
+    }
 }
 
 fn check_manifest(cx: &mut Ctx, volume_id: Option<&str>, rep: &mut Report) -> Sol {

@@ -1,6 +1,7 @@
 //! The product graph: `iso` ← `populate_iso` ← {`images`, `packaging`, `salt_tree`, scripts,
 //! `product.txt`, `SHA256SUMS`}.
 
+pub mod completeness;
 pub mod images;
 pub mod iso;
 pub mod packaging;
@@ -23,6 +24,7 @@ pub fn build_graph(settings: &Settings) -> Result<Graph> {
     g.extend(images::tasks(settings).context("images")?)?;
     g.extend(packaging::tasks(settings).context("packaging")?)?;
     g.extend(salt_tree::tasks(settings).context("salt_tree")?)?;
+    g.extend(completeness::tasks(settings).context("completeness")?)?;
     g.extend(populate::tasks(settings).context("populate_iso")?)?;
     g.extend(iso::tasks(settings).context("iso")?)?;
     g.extend(solutions::tasks(settings).context("solutions")?)?;

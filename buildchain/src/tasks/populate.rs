@@ -244,6 +244,8 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
             content_deps.push("populate_iso:unsigned".into());
         }
     }
+    // The completeness gate must pass before the tree is final.
+    content_deps.push("completeness".into());
     out.push(
         Task::new("populate_iso")
             .public()

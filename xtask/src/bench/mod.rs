@@ -5,6 +5,7 @@ mod iso;
 mod registry_config;
 mod repodata;
 mod solution;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -32,6 +33,7 @@ Benchmarks:
   registry-config    static-registry nginx configuration vs the classic script
   repodata           yum repodata vs createrepo_c
   solution-validate  Solution ISO validation vs the classic checks
+  verify             buildchain verify of a >= 1 GiB ISO vs checkisomd5 + sha256sum
 
 Each prints both timings and the ratio; see xtask/src/bench/<name>.rs for the data sets.
 ";
@@ -53,6 +55,7 @@ pub fn main(args: &[String]) -> ExitCode {
         "registry-config" => registry_config::run(rest),
         "repodata" => repodata::run(rest),
         "solution-validate" => solution::run(rest),
+        "verify" => verify::run(rest),
         other => Err(anyhow::anyhow!(
             "unknown benchmark {other:?} (see `cargo xtask bench --help`)"
         )),

@@ -18,7 +18,7 @@ use buildchain::solution::definition::{Definition, ImageDef, OperatorDef};
 const MIB: u64 = 1 << 20;
 
 /// Writes `len` pseudo-random bytes to `path`; returns (sha256 hex, len).
-fn random_blob(path: &Path, seed: u64, len: u64) -> Result<(String, u64)> {
+pub(super) fn random_blob(path: &Path, seed: u64, len: u64) -> Result<(String, u64)> {
     let mut f = std::io::BufWriter::with_capacity(
         4 << 20,
         std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?,
@@ -42,14 +42,14 @@ fn random_blob(path: &Path, seed: u64, len: u64) -> Result<(String, u64)> {
     Ok((buildchain::fsutil::sha256_file(path)?, len))
 }
 
-fn put_bytes(dir: &Path, bytes: &[u8]) -> Result<(String, u64)> {
+pub(super) fn put_bytes(dir: &Path, bytes: &[u8]) -> Result<(String, u64)> {
     let hex = buildchain::fsutil::sha256_bytes(bytes);
     std::fs::write(dir.join(&hex), bytes)?;
     Ok((hex, bytes.len() as u64))
 }
 
 /// Writes one image `images/<name>/<tag>/` with the given layers (already in place or linked).
-fn image(dir: &Path, layers: &[(String, u64)]) -> Result<()> {
+pub(super) fn image(dir: &Path, layers: &[(String, u64)]) -> Result<()> {
     let diff_ids: Vec<String> = layers.iter().map(|(h, _)| format!("sha256:{h}")).collect();
     let config = serde_json::json!({
         "architecture": "amd64", "os": "linux",
@@ -181,9 +181,9 @@ fn iso9660_master(root: &Path, f: &mut std::fs::File) -> Result<()> {
 }
 
 /// A directory removed on drop.
-struct TempDir(PathBuf);
+pub(super) struct TempDir(pub(super) PathBuf);
 impl TempDir {
-    fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -194,7 +194,7 @@ impl Drop for TempDir {
 }
 
 /// Runs `cmd` under `/usr/bin/time`; returns (wall seconds, peak RSS KiB, stdout).
-fn timed(cmd: &[&str]) -> Result<(f64, u64, String)> {
+pub(super) fn timed(cmd: &[&str]) -> Result<(f64, u64, String)> {
     let t = Instant::now();
     let out = Command::new("/usr/bin/time")
         .args(["-f", "BENCH_RSS_KIB=%M"])
@@ -215,7 +215,7 @@ fn timed(cmd: &[&str]) -> Result<(f64, u64, String)> {
     Ok((secs, rss, String::from_utf8_lossy(&out.stdout).into_owned()))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(super) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }

@@ -151,6 +151,7 @@ fn bars_are_cleared_and_never_run_into_log_lines() {
             "SUCCESS ",
             "iso: ",
             "populate_iso:unsigned: unsigned build",
+            "completeness: every referenced image and RPM dependency is shipped",
         ]
         .iter()
         .any(|p| l.starts_with(p))

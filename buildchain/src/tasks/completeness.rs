@@ -14,7 +14,7 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
     let repo = settings.repo_root.clone();
     let prefix = format!("{}-{}/", settings.project_lower(), settings.version.full());
     let mut t = Task::new("completeness")
-        .doc("check that every image and RPM dependency the ISO references is shipped")
+        .doc("Check that every image and RPM dependency the ISO references is shipped")
         .deps(["salt_tree", "images", "packaging"])
         .input_file(repo.join(BASE_OS_PROVIDES))
         .value("registry prefix", prefix.clone());

@@ -174,6 +174,24 @@ pub fn master(src_dir: &Path, out: &mut File, opts: &MasterOptions) -> Result<Ma
     master_with_extent_limit(src_dir, out, opts, MAX_EXTENT)
 }
 
+/// The exact size in bytes of the image [`master`] would write for `src_dir` with `opts`,
+/// computed from the layout alone (no data is written; only files of equal size and equal
+/// 64 KiB prefix are read, to find shared contents). Used by `buildchain plan` with sized
+/// placeholder files standing in for blobs not fetched yet.
+pub fn predict_size(src_dir: &Path, opts: &MasterOptions) -> Result<u64> {
+    let mut b = Builder::scan(src_dir)?;
+    if !opts.keep_modes {
+        for n in &mut b.nodes {
+            n.mode = normalized_mode(n.mode);
+        }
+    }
+    b.max_extent = MAX_EXTENT;
+    b.dedup()?;
+    b.names();
+    b.build(opts)?;
+    Ok(b.layout.total_sectors * SECTOR_SIZE)
+}
+
 /// [`master`] with a smaller multi-extent section size (a multiple of 2048), so tests can
 /// exercise multi-extent files without 4 GiB sources.
 #[doc(hidden)]

@@ -19,7 +19,10 @@ pub struct PlanArgs {
 }
 
 /// Runs `plan`.
-pub fn plan(a: &PlanArgs, settings: &Settings, graph: &Graph, ropts: RunOptions) -> Result<u8> {
+pub fn plan(a: &PlanArgs, settings: &Settings, graph: &Graph, mut ropts: RunOptions) -> Result<u8> {
+    // The local tasks run quietly: standard output is the plan.
+    ropts.reporter = crate::engine::Reporter::Silent;
+    ropts.progress_bars = false;
     let media = match &a.media {
         Some(m) => {
             Some(super::plan::parse_media(m).map_err(|e| UsageError(format!("--media: {e}")))?)

@@ -32,8 +32,10 @@ pub struct ImageInfo {
 /// A changed image.
 #[derive(Clone, Debug, Serialize)]
 pub struct ImageChange {
-    /// `name:tag`.
+    /// `name:tag` (the new one unless removed).
     pub image: String,
+    /// The old `name:tag` (absent when added; another tag when only the tag moved).
+    pub old_image: Option<String>,
     /// Old manifest digest (absent when added).
     pub old_digest: Option<String>,
     /// New manifest digest (absent when removed).
@@ -297,16 +299,43 @@ pub fn diff(old: &Path, new: &Path) -> Result<Diff> {
     let a = read_side(old)?;
     let b = read_side(new)?;
     let mut images = Vec::new();
-    let names: BTreeSet<&String> = a.images.keys().chain(b.images.keys()).collect();
+    // Pair `name:old` with `name:new` when the tag is the only thing that moved (one tag of
+    // that name only on each side): a Solution tags its images with its version.
+    let only = |x: &Side, y: &Side| -> BTreeMap<String, Vec<String>> {
+        let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for k in x.images.keys().filter(|k| !y.images.contains_key(*k)) {
+            let (n, _) = k.rsplit_once(':').unwrap_or((k, ""));
+            m.entry(n.to_string()).or_default().push(k.clone());
+        }
+        m
+    };
+    let (old_only, new_only) = (only(&a, &b), only(&b, &a));
+    let mut renamed: BTreeMap<String, String> = BTreeMap::new();
+    for (n, olds) in &old_only {
+        if let (1, Some(news)) = (olds.len(), new_only.get(n)) {
+            if news.len() == 1 {
+                renamed.insert(news[0].clone(), olds[0].clone());
+            }
+        }
+    }
+    let paired_old: BTreeSet<&String> = renamed.values().collect();
+    let names: BTreeSet<&String> = a
+        .images
+        .keys()
+        .filter(|k| !paired_old.contains(k))
+        .chain(b.images.keys())
+        .collect();
     for n in names {
-        let (o, nw) = (a.images.get(n), b.images.get(n));
+        let old_name = renamed.get(n).unwrap_or(n);
+        let (o, nw) = (a.images.get(old_name), b.images.get(n));
         if let (Some(o), Some(nw)) = (o, nw) {
-            if o.digest == nw.digest {
+            if o.digest == nw.digest && old_name == n {
                 continue;
             }
         }
         let mut c = ImageChange {
             image: n.clone(),
+            old_image: o.map(|i| i.image.clone()),
             old_digest: o.map(|i| format!("sha256:{}", i.digest)),
             new_digest: nw.map(|i| format!("sha256:{}", i.digest)),
             shared_blobs: 0,
@@ -418,11 +447,14 @@ pub fn render_text(d: &Diff) -> String {
     }
     let _ = writeln!(s, "images ({}):", d.images.len());
     for c in &d.images {
+        let name = match &c.old_image {
+            Some(o) if *o != c.image => format!("{o} -> {}", c.image),
+            _ => c.image.clone(),
+        };
         let _ = writeln!(
             s,
-            "  {} {}: {} blobs shared ({} bytes), {} new ({} bytes)",
+            "  {} {name}: {} blobs shared ({} bytes), {} new ({} bytes)",
             kind_of(c),
-            c.image,
             c.shared_blobs,
             c.shared_bytes,
             c.new_blobs,
@@ -551,7 +583,10 @@ pub fn render_html(d: &Diff) -> String {
             s,
             "<tr class=\"image {k}\" data-image=\"{}\"><td>{k}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
             esc(&c.image),
-            esc(&c.image),
+            esc(&match &c.old_image {
+                Some(o) if *o != c.image => format!("{o} \u{2192} {}", c.image),
+                _ => c.image.clone(),
+            }),
             c.shared_blobs,
             c.shared_bytes,
             c.new_blobs,

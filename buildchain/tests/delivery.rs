@@ -371,7 +371,15 @@ fn diff_and_delta_of_two_product_builds() {
         .iter()
         .map(|f| (f["path"].as_str().unwrap(), f["change"].as_str().unwrap()))
         .collect();
-    assert_eq!(salt, [("salt/metalk8s/archives/mounted.sls", "changed")]);
+    // The state itself, plus what the image bump regenerates (registry include, versions).
+    assert_eq!(
+        salt,
+        [
+            ("salt/metalk8s/archives/mounted.sls", "changed"),
+            ("salt/metalk8s/repo/files/metalk8s-registry.inc", "changed"),
+            ("salt/metalk8s/versions.json", "changed"),
+        ]
+    );
     let images: Vec<(&str, u64)> = d["images"]
         .as_array()
         .unwrap()
@@ -467,10 +475,21 @@ fn delta_of_solution_versions_is_small_exact_and_names_its_base() {
     }
     let recipe_bytes = serde_json::to_vec_pretty(&recipe).unwrap().len() as u64 + 1;
     payload += recipe_bytes.div_ceil(2048) * 2048;
-    let empty = tmp.path().join("empty");
-    std::fs::create_dir(&empty).unwrap();
+    // The framing: the same ISO with every file empty (descriptors, path tables, directory
+    // records, padding): what is left is the file data.
+    let skeleton = tmp.path().join("skeleton");
+    std::fs::create_dir(&skeleton).unwrap();
+    let mut t = buildchain::solution::tree::IsoTree::open(&delta).unwrap();
+    use buildchain::solution::tree::{FileTree, Kind};
+    for e in t.entries().unwrap() {
+        let p = skeleton.join(&e.path);
+        match e.kind {
+            Kind::Dir => std::fs::create_dir_all(&p).unwrap(),
+            _ => std::fs::write(&p, b"").unwrap(),
+        }
+    }
     let framing =
-        iso9660_writer::predict_size(&empty, &iso9660_writer::MasterOptions::default()).unwrap();
+        iso9660_writer::predict_size(&skeleton, &iso9660_writer::MasterOptions::default()).unwrap();
     let size = std::fs::metadata(&delta).unwrap().len();
     eprintln!(
         "delta {size} bytes, payload {payload}, framing {framing}, new {} bytes: {text}",

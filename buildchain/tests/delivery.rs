@@ -542,3 +542,87 @@ fn delta_of_solution_versions_is_small_exact_and_names_its_base() {
         .collect();
     assert!(leftovers.is_empty());
 }
+
+#[test]
+fn plan_with_a_registry_image_reads_manifests_only() {
+    let reg = testkit::start_docker_registry();
+    // Seed the registry with the product's metalk8s-utils image (skopeo, plain HTTP).
+    let a = Checkout::new();
+    a.ok(&["images:metalk8s-utils"]);
+    let layout = a.path().join("_build/root/images/metalk8s-utils/1.0");
+    let skopeo = testkit::require_tool("skopeo");
+    testkit::run_ok(
+        Command::new(&skopeo)
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .arg(format!("dir:{}", layout.display()))
+            .arg(format!("docker://{}/test/utils:1.0", reg.host())),
+    );
+    let raw = testkit::run_ok(Command::new(&skopeo).args([
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{}/test/utils:1.0", reg.host()),
+    ]));
+    let digest = buildchain::fsutil::sha256_bytes(&raw.stdout);
+    let m: Value = serde_json::from_slice(&raw.stdout).unwrap();
+
+    // The same image, now pinned from the registry instead of built.
+    let b = Checkout::new();
+    let inv = b.path().join("images/inventory.yaml");
+    let text = std::fs::read_to_string(&inv).unwrap();
+    assert!(text.contains("local: images/metalk8s-utils/"));
+    std::fs::write(
+        &inv,
+        text.replace(
+            "local: images/metalk8s-utils/",
+            &format!("registry: \"{}/test/utils@sha256:{digest}\"", reg.host()),
+        ),
+    )
+    .unwrap();
+    let p = json(&b.ok(&["plan", "--format", "json"]));
+    assert_eq!(p["prediction"], "placeholders");
+    let remote = p["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "metalk8s-utils")
+        .unwrap()
+        .clone();
+    assert_eq!(remote["source"], "registry");
+    assert_eq!(remote["digest"], format!("sha256:{digest}"));
+    let mut blob_list = vec![m["config"].clone()];
+    blob_list.extend(m["layers"].as_array().unwrap().iter().cloned());
+    let compressed: u64 = raw.stdout.len() as u64
+        + blob_list
+            .iter()
+            .map(|d| d["size"].as_u64().unwrap())
+            .sum::<u64>();
+    assert_eq!(remote["compressed_bytes"], compressed);
+    // No layer was downloaded: what is missing from the store is exactly what is to fetch.
+    let store = buildchain::store::Store::open(b.store.path()).unwrap();
+    let missing: u64 = blob_list
+        .iter()
+        .filter(|d| !store.contains(&d["digest"].as_str().unwrap()[7..]))
+        .map(|d| d["size"].as_u64().unwrap())
+        .sum();
+    assert!(missing > 0);
+    assert_eq!(p["bytes_to_fetch"], missing);
+    assert_eq!(remote["in_store_bytes"], compressed - missing);
+    // Its first layer is metalk8s-base's (built locally, in the store): shared.
+    let base_layer = &m["layers"][0];
+    assert!(store.contains(&base_layer["digest"].as_str().unwrap()[7..]));
+    assert_eq!(remote["shared_bytes"], base_layer["size"]);
+    assert_eq!(
+        missing,
+        compressed - raw.stdout.len() as u64 - base_layer["size"].as_u64().unwrap()
+    );
+
+    b.ok(&[]);
+    let real = std::fs::metadata(b.iso()).unwrap().len();
+    let predicted = p["predicted_iso_bytes"].as_u64().unwrap();
+    eprintln!("predicted {predicted}, real {real}");
+    assert!(
+        predicted.abs_diff(real) * 100 <= real,
+        "predicted {predicted}, real {real}"
+    );
+}

@@ -14,7 +14,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::fs;
-use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
@@ -133,32 +132,11 @@ pub fn plan(
         };
         sources.insert(name.clone(), kind);
     }
-    // Build what is local: everything when no image comes from a registry.
-    let targets: Vec<String> = if registry.is_empty() {
-        vec!["populate_iso".to_string()]
-    } else {
-        let mut t: Vec<String> = inventory
-            .images
-            .keys()
-            .filter(|n| !registry.contains(*n))
-            .map(|n| format!("images:{n}"))
-            .collect();
-        t.push("packaging".into());
-        t.retain(|n| graph.get(n).is_some());
-        t
-    };
-    let summary = engine::run(graph, &targets, ropts)?;
-    if !summary.ok {
-        let failed: Vec<String> = summary
-            .tasks
-            .iter()
-            .filter(|t| t.error.is_some())
-            .map(|t| format!("{}: {}", t.name, t.error.clone().unwrap_or_default()))
-            .collect();
-        bail!(
-            "planning needs the local tasks, which failed:\n{}",
-            failed.join("\n")
-        );
+    // No registry image: build the ISO tree itself (everything is local), and the prediction
+    // is exact. Otherwise the tree is built in a scratch build root (below).
+    if registry.is_empty() {
+        let summary = engine::run(graph, &["populate_iso".to_string()], ropts.clone())?;
+        check(&summary)?;
     }
 
     let builder = ImageBuilder::new(
@@ -259,22 +237,33 @@ pub fn plan(
             .with_context(|| {
                 format!("cannot create a scratch directory in {}", scratch.display())
             })?;
-        let tree = tmp.path().join("root");
-        let skip: BTreeSet<std::path::PathBuf> = registry
-            .iter()
-            .map(|n| settings.iso_root.join("images").join(n))
-            .collect();
-        mirror(&settings.iso_root, &tree, &skip)?;
+        // The product graph over a scratch build root, minus the registry images, whose
+        // `dir:` layouts are placeholders: every other task (registry includes, versions,
+        // SHA256SUMS…) then runs on a tree of the real shape.
+        let mut s2 = settings.clone();
+        // (Not the temp dir itself: the engine sweeps `.bctmp-*` debris under its build root.)
+        s2.build_root = tmp.path().join("build");
+        s2.iso_root = s2.build_root.join("root");
+        let tree = s2.iso_root.clone();
+        let drop: BTreeSet<String> = registry.iter().map(|n| format!("images:{n}")).collect();
+        let full = crate::tasks::build_graph(&s2)?;
+        let mut g2 = Graph::new();
+        for t in full.tasks() {
+            if drop.contains(&t.name) {
+                continue;
+            }
+            let mut t = t.clone();
+            t.deps.retain(|d| !drop.contains(d));
+            g2.add(t)?;
+        }
         let blobdir = tmp.path().join("blobs");
         fs::create_dir_all(&blobdir)?;
         for ((name, res), blobs) in resolved.iter().zip(&per_image) {
             if !registry.contains(name) {
                 continue;
             }
-            let dest = tree
-                .join("images")
-                .join(name)
-                .join(&inventory.images[name].tag);
+            let entry = &inventory.images[name];
+            let dest = tree.join("images").join(name).join(&entry.tag);
             fs::create_dir_all(&dest)?;
             fs::write(dest.join("manifest.json"), &res.top_bytes)?;
             fs::write(dest.join("version"), DIR_VERSION)?;
@@ -282,6 +271,8 @@ pub fn plan(
                 if *hex == res.top_hex {
                     continue;
                 }
+                // One sparse file per blob, starting with its digest (distinct contents),
+                // hard-linked where the build hard-links from the store.
                 let ph = blobdir.join(hex);
                 if !ph.exists() {
                     let f = fs::File::create(&ph)?;
@@ -296,7 +287,29 @@ pub fn plan(
                 };
                 fs::hard_link(&ph, dest.join(fname))?;
             }
+            // `tarball: true`: a docker-archive of the same blobs (tar headers, 512-byte
+            // padding, manifest.json and repositories, end blocks).
+            if entry.tarball {
+                let tar: u64 = blobs
+                    .values()
+                    .map(|s| 512 + s.div_ceil(512) * 512)
+                    .sum::<u64>()
+                    + 3 * 1024
+                    + 10240;
+                let p = tree
+                    .join("images")
+                    .join(format!("{name}-{}.tar", entry.tag));
+                let f = fs::File::create(&p)?;
+                std::io::Write::write_all(&mut &f, name.as_bytes())?;
+                f.set_len(tar)?;
+            }
         }
+        let mut r2 = RunOptions::new(&s2.build_root, &settings.repo_root);
+        r2.jobs = ropts.jobs;
+        r2.reporter = engine::Reporter::Silent;
+        r2.progress_bars = false;
+        r2.prune_roots = vec![s2.build_root.clone()];
+        check(&engine::run(&g2, &["populate_iso".to_string()], r2)?)?;
         (
             iso9660_writer::predict_size(&tree, &vo)
                 .map_err(|e| anyhow!("cannot lay out the planned tree: {e}"))?,
@@ -328,35 +341,20 @@ pub fn plan(
     })
 }
 
-/// Copies the tree `src` to `dst` as hard links (directories and symlinks recreated), leaving
-/// out the subtrees in `skip`.
-fn mirror(src: &Path, dst: &Path, skip: &BTreeSet<std::path::PathBuf>) -> Result<()> {
-    fs::create_dir_all(dst)?;
-    if !src.is_dir() {
+fn check(summary: &engine::RunSummary) -> Result<()> {
+    if summary.ok {
         return Ok(());
     }
-    let mut it = walkdir::WalkDir::new(src).min_depth(1).into_iter();
-    while let Some(e) = it.next() {
-        let e = e.with_context(|| format!("cannot walk {}", src.display()))?;
-        if skip.contains(e.path()) {
-            if e.file_type().is_dir() {
-                it.skip_current_dir();
-            }
-            continue;
-        }
-        let rel = e.path().strip_prefix(src)?;
-        let to = dst.join(rel);
-        let ft = e.file_type();
-        if ft.is_dir() {
-            fs::create_dir_all(&to)?;
-        } else if ft.is_symlink() {
-            std::os::unix::fs::symlink(fs::read_link(e.path())?, &to)?;
-        } else {
-            fs::hard_link(e.path(), &to)
-                .with_context(|| format!("cannot link {}", e.path().display()))?;
-        }
-    }
-    Ok(())
+    let failed: Vec<String> = summary
+        .tasks
+        .iter()
+        .filter(|t| t.error.is_some())
+        .map(|t| format!("{}: {}", t.name, t.error.clone().unwrap_or_default()))
+        .collect();
+    bail!(
+        "planning needs the local tasks, which failed:\n{}",
+        failed.join("\n")
+    )
 }
 
 fn gb(b: u64) -> String {

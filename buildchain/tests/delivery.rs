@@ -414,6 +414,24 @@ fn diff_and_delta_of_two_product_builds() {
         &rebuilt,
     ]);
     assert_eq!(sha256(&rebuilt), sha256(&new));
+    // The build option: DELTA_BASE makes the `delta_iso` task write the same delta next to the ISO.
+    let out = Command::new(BIN)
+        .arg("--repo")
+        .arg(a.path())
+        .args(["--no-progress", "delta_iso"])
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env("BUILD_HOST", "ci")
+        .env("BUILDCHAIN_STORE", a.store.path())
+        .env("DELTA_BASE", &old)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let next_to = a.path().join("dist/metalk8s-130.0.0-dev.delta.iso");
+    assert_eq!(sha256(&next_to), sha256(&delta));
     let check = Command::new(testkit::require_tool("checkisomd5"))
         .arg(&rebuilt)
         .output()

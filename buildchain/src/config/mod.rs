@@ -61,6 +61,7 @@ pub const SETTING_NAMES: &[&str] = &[
     "SOURCE_DATE_EPOCH",
     "BUILDCHAIN_PROFILE",
     "BUILDCHAIN_STORE",
+    "DELTA_BASE",
 ];
 
 /// Parses a `SOURCE_DATE_EPOCH` value: empty (or blank) means unset; anything else must be a

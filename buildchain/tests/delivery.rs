@@ -644,3 +644,57 @@ fn plan_with_a_registry_image_reads_manifests_only() {
         "predicted {predicted}, real {real}"
     );
 }
+
+#[test]
+fn delta_apply_refuses_a_corrupted_delta_and_diff_refuses_a_non_iso() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (old, new) = solution_isos(tmp.path());
+    let delta = tmp.path().join("delta.iso");
+    run_ok(&[
+        Path::new("delta"),
+        Path::new("build"),
+        &old,
+        &new,
+        Path::new("-o"),
+        &delta,
+    ]);
+    // Flip one byte of manifest.yaml's data in the delta.
+    let mut r = iso9660_writer::IsoReader::open(std::fs::File::open(&delta).unwrap()).unwrap();
+    let e = r.find("manifest.yaml").unwrap().unwrap();
+    let off = e.extents[0].lba as u64 * 2048;
+    let mut bytes = std::fs::read(&delta).unwrap();
+    bytes[off as usize] ^= 0x20;
+    std::fs::write(&delta, &bytes).unwrap();
+    let out_iso = tmp.path().join("out.iso");
+    let out = Command::new(BIN)
+        .args(["delta", "apply"])
+        .arg(&old)
+        .arg(&delta)
+        .arg("-o")
+        .arg(&out_iso)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let prefix = format!("error: {}: manifest.yaml has sha256 ", delta.display());
+    assert!(err.starts_with(&prefix), "{err}");
+    assert!(err.contains(", manifest.yaml needs "), "{err}");
+    assert!(!out_iso.exists());
+
+    // diff of something that is neither a directory nor an ISO.
+    let junk = tmp.path().join("junk.iso");
+    std::fs::write(&junk, b"not an image").unwrap();
+    let out = Command::new(BIN)
+        .arg("diff")
+        .arg(&junk)
+        .arg(&new)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!("error: {}: not an ISO image: ", junk.display())),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+}

@@ -698,3 +698,84 @@ fn delta_apply_refuses_a_corrupted_delta_and_diff_refuses_a_non_iso() {
     );
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn delta_reproduces_links_symlinks_modes_and_empty_entries() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let old_root = tmp.path().join("old");
+    let new_root = tmp.path().join("new");
+    for r in [&old_root, &new_root] {
+        std::fs::create_dir_all(r.join("images/app/1.0")).unwrap();
+        std::fs::write(
+            r.join(
+                "images/app/1.0/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            ),
+            testkit::pseudo_random_bytes(1, 300_000),
+        )
+        .unwrap();
+    }
+    // NEW: a blob shared with OLD (hard-linked twice), a new blob, a symlink, an executable
+    // script, an empty file, an empty directory, a long name.
+    let shared = new_root
+        .join("images/app/1.0/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+    std::fs::create_dir_all(new_root.join("images/other/2.0")).unwrap();
+    std::fs::hard_link(
+        &shared,
+        new_root.join(
+            "images/other/2.0/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        new_root.join(
+            "images/other/2.0/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+        ),
+        testkit::pseudo_random_bytes(2, 100_000),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("images/app/1.0", new_root.join("current")).unwrap();
+    std::fs::write(new_root.join("install.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    std::fs::set_permissions(
+        new_root.join("install.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(new_root.join("empty.txt"), b"").unwrap();
+    std::fs::create_dir(new_root.join("nothing-here")).unwrap();
+    std::fs::write(
+        new_root.join(format!("{}.txt", "long-name-".repeat(12))),
+        b"x",
+    )
+    .unwrap();
+    let (old, new) = (tmp.path().join("old.iso"), tmp.path().join("new.iso"));
+    solution_common::master_ours(&old_root, &old, "OLD");
+    solution_common::master_ours(&new_root, &new, "NEW 2.0");
+    let delta = tmp.path().join("delta.iso");
+    let out = run_ok(&[
+        Path::new("delta"),
+        Path::new("build"),
+        &old,
+        &new,
+        Path::new("-o"),
+        &delta,
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "wrote {} ({} bytes): 2 files from the base, 4 in the delta (100019 bytes)\n",
+            delta.display(),
+            std::fs::metadata(&delta).unwrap().len()
+        )
+    );
+    let rebuilt = tmp.path().join("rebuilt.iso");
+    run_ok(&[
+        Path::new("delta"),
+        Path::new("apply"),
+        &old,
+        &delta,
+        Path::new("-o"),
+        &rebuilt,
+    ]);
+    assert_eq!(sha256(&rebuilt), sha256(&new));
+}

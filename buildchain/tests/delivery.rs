@@ -493,6 +493,10 @@ fn delta_of_solution_versions_is_small_exact_and_names_its_base() {
     }
     let recipe_bytes = serde_json::to_vec_pretty(&recipe).unwrap().len() as u64 + 1;
     payload += recipe_bytes.div_ceil(2048) * 2048;
+    // The registry include serving NEW from the two mounts is metadata too.
+    let mut rd = iso9660_writer::IsoReader::open(std::fs::File::open(&delta).unwrap()).unwrap();
+    let inc = rd.find("registry-delta.inc.j2").unwrap().unwrap();
+    payload += inc.size.div_ceil(2048) * 2048;
     // The framing: the same ISO with every file empty (descriptors, path tables, directory
     // records, padding): what is left is the file data.
     let skeleton = tmp.path().join("skeleton");
@@ -778,4 +782,85 @@ fn delta_reproduces_links_symlinks_modes_and_empty_entries() {
         &rebuilt,
     ]);
     assert_eq!(sha256(&rebuilt), sha256(&new));
+}
+
+#[test]
+fn delta_serves_every_new_image_from_the_two_mounts_to_containerd() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let (old, new) = solution_isos(tmp.path());
+    let delta = tmp.path().join("delta.iso");
+    run_ok(&[
+        Path::new("delta"),
+        Path::new("build"),
+        &old,
+        &new,
+        Path::new("-o"),
+        &delta,
+    ]);
+    // Both ISOs extracted side by side, as two mounts would be.
+    let (old_dir, delta_dir) = (tmp.path().join("old"), tmp.path().join("delta"));
+    for (iso, dir) in [(&old, &old_dir), (&delta, &delta_dir)] {
+        run_ok(&[Path::new("iso"), Path::new("extract"), iso, dir]);
+    }
+    let template = std::fs::read_to_string(delta_dir.join("registry-delta.inc.j2")).unwrap();
+    // The shared base-server layers come from the base mount, the rest from the delta.
+    assert_eq!(template.matches("alias \"{{ base_root }}/").count(), 5);
+    assert!(template.contains("alias \"{{ delta_root }}/"));
+    let include = template
+        .replace("{{ repository }}", "example-solution-1.1.0")
+        .replace("{{ base_root }}", old_dir.to_str().unwrap())
+        .replace("{{ delta_root }}", delta_dir.to_str().unwrap());
+    let constants = buildchain::registry_config::generate(
+        &delta_dir.join("images"),
+        &buildchain::registry_config::Options {
+            constants: buildchain::registry_config::Constants::Only,
+            ..buildchain::registry_config::Options::metalk8s("1.0.0")
+        },
+    )
+    .unwrap();
+    let incs = tmp.path().join("incs");
+    std::fs::create_dir(&incs).unwrap();
+    std::fs::write(incs.join("delta.inc"), include).unwrap();
+    std::fs::write(incs.join("common.inc"), constants).unwrap();
+    let nginx = testkit::start_nginx_unprivileged(&format!(
+        "    include \"{0}/delta.inc\";\n    include \"{0}/common.inc\";\n",
+        incs.display()
+    ));
+    let ctd = testkit::start_containerd();
+    let r1 = tmp.path().join("root-1.1.0");
+    for name in ["base-server", "example-solution-operator"] {
+        let digest = sha256(&r1.join(format!("images/{name}/1.1.0/manifest.json")));
+        for r in [
+            format!("{}/example-solution-1.1.0/{name}:1.1.0", nginx.host()),
+            format!(
+                "{}/example-solution-1.1.0/{name}@sha256:{digest}",
+                nginx.host()
+            ),
+        ] {
+            let out = testkit::run(ctd.ctr("k8s.io").args([
+                "images",
+                "pull",
+                "--plain-http",
+                "--snapshotter",
+                "native",
+                &r,
+            ]));
+            assert!(
+                out.status.success(),
+                "ctr pull {r}:\n{}\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                testkit::nginx_error_log(&nginx)
+            );
+        }
+    }
+    let check = testkit::run_ok(ctd.ctr("k8s.io").args(["images", "check"]));
+    let text = String::from_utf8(check.stdout).unwrap();
+    let complete = text.lines().filter(|l| l.contains("complete (")).count();
+    assert_eq!(complete, 4, "{text}");
 }

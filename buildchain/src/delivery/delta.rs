@@ -290,6 +290,10 @@ pub fn build(old: &Path, new: &Path, output: &Path) -> Result<BuildReport> {
         }
         recipe.push(r);
     }
+    let served = registry_include(&mut rn, &entries, &recipe, tmp.path())?;
+    if let Some(text) = served {
+        fs::write(root.join(REGISTRY_INCLUDE), text)?;
+    }
     let recipe = Recipe {
         format: FORMAT,
         base,
@@ -313,6 +317,76 @@ pub fn build(old: &Path, new: &Path, output: &Path) -> Result<BuildReport> {
     let rep = crate::isofile::master_atomic(&root, output, &volid, true, timestamp, None)?;
     report.delta_bytes = rep.size;
     Ok(report)
+}
+
+/// The nginx include template of a delta ISO serving NEW's images without re-assembly: each
+/// manifest and blob location aliases the file in the delta mount (`{{ delta_root }}`) or in
+/// the base mount (`{{ base_root }}`); `{{ repository }}` is the name prefix, as in a
+/// Solution's `registry-config.inc.j2`.
+pub const REGISTRY_INCLUDE: &str = "registry-delta.inc.j2";
+
+/// Renders [`REGISTRY_INCLUDE`] for NEW's `images/` (extracted into `scratch` to be scanned
+/// like any images tree); `None` when NEW has no images.
+fn registry_include(
+    rn: &mut IsoReader<BufReader<File>>,
+    entries: &[iso9660_writer::Entry],
+    recipe: &[RecipeEntry],
+    scratch: &Path,
+) -> Result<Option<String>> {
+    if !entries
+        .iter()
+        .any(|e| e.path.starts_with("images/") && e.path.ends_with("/manifest.json"))
+    {
+        return Ok(None);
+    }
+    let top = scratch.join("new-images");
+    for e in entries.iter().filter(|e| e.path.starts_with("images/")) {
+        let dest = top.join(&e.path);
+        match e.kind {
+            EntryKind::Dir => fs::create_dir_all(&dest)?,
+            EntryKind::File => {
+                if let Some(d) = dest.parent() {
+                    fs::create_dir_all(d)?;
+                }
+                let mut f = File::create(&dest)?;
+                rn.read_file(e, &mut f)
+                    .map_err(|x| anyhow!("{}: {x}", e.path))?;
+            }
+            _ => {}
+        }
+    }
+    let text = crate::registry_config::generate(
+        &top.join("images"),
+        &crate::registry_config::Options::solution(),
+    )?;
+    let from: HashMap<&str, &str> = recipe
+        .iter()
+        .filter_map(|r| r.from.as_deref().map(|f| (r.path.as_str(), f)))
+        .collect();
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let t = line.trim_start();
+        if let Some(rel) = t
+            .strip_prefix("alias \"{{ registry_root }}/")
+            .and_then(|r| r.strip_suffix("\";"))
+        {
+            let new_path = format!("images/{rel}");
+            let f = from
+                .get(new_path.as_str())
+                .ok_or_else(|| anyhow!("{new_path}: served but not in the recipe"))?;
+            let (root, p) = if let Some(p) = f.strip_prefix("base:") {
+                ("{{ base_root }}", p)
+            } else {
+                ("{{ delta_root }}", f.strip_prefix("delta:").unwrap_or(f))
+            };
+            let indent = &line[..line.len() - t.len()];
+            out.push_str(&format!("{indent}alias \"{root}/{p}\";\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    Ok(Some(out))
 }
 
 /// Reads the recipe of a delta ISO.

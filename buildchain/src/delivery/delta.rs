@@ -472,6 +472,9 @@ pub fn apply(old: &Path, delta: &Path, output: &Path) -> Result<String> {
             bail!("{}: /{RECIPE}: invalid path {:?}", delta.display(), e.path);
         }
         let dest = root.join(&e.path);
+        if let Some(d) = dest.parent() {
+            fs::create_dir_all(d)?;
+        }
         match e.kind.as_str() {
             "dir" => {
                 fs::create_dir_all(&dest)?;

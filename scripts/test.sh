@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(xorriso genisoimage isomd5sum libarchive-tools skopeo docker-registry nginx rpm
   createrepo-c python3-createrepo-c dnf dnf-plugins-core oci-image-tool python3-yaml time
-  containerd podman python3-jinja2 libzypp1722 zypper-common libaugeas0 busybox-static gnupg)
+  containerd podman python3-jinja2 libzypp1722 zypper-common libaugeas0 busybox-static gnupg
+  chromium)
 APT_PACKAGES+=(tmux git)  # cli_progress.rs drives a real terminal; cli_ux.rs probes git calls
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -13,6 +13,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod engine;
 pub mod fsutil;
 pub mod images;

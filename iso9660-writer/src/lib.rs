@@ -16,7 +16,9 @@ pub mod writer;
 
 pub use md5sum::{check, implant, CheckReport, CheckStatus};
 pub use reader::{structure_problems, Entry, EntryKind, IsoReader, Namespace};
-pub use writer::{master, master_with_total, normalized_mode, MasterOptions, MasterReport};
+pub use writer::{
+    master, master_with_total, normalized_mode, predict_size, MasterOptions, MasterReport,
+};
 
 /// Size of an ISO-9660 logical sector.
 pub const SECTOR_SIZE: u64 = 2048;

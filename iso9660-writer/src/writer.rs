@@ -187,6 +187,15 @@ pub fn master_with_total(
     b.write(out, opts, &Trace::new())
 }
 
+/// The exact size in bytes of the image [`master`] would write for `src_dir` with `opts`,
+/// computed from the layout alone (no data is written; only files of equal size and equal
+/// 64 KiB prefix are read, to find shared contents). Used by `buildchain plan` with sized
+/// placeholder files standing in for blobs not fetched yet.
+pub fn predict_size(src_dir: &Path, opts: &MasterOptions) -> Result<u64> {
+    let b = Builder::plan(src_dir, opts, MAX_EXTENT, &Trace::new())?;
+    Ok(b.layout.total_sectors * SECTOR_SIZE)
+}
+
 /// [`master`] with a smaller multi-extent section size (a multiple of 2048), so tests can
 /// exercise multi-extent files without 4 GiB sources.
 #[doc(hidden)]

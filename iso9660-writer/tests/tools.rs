@@ -630,3 +630,15 @@ impl Write for TailSink {
         Ok(())
     }
 }
+
+#[test]
+fn predict_size_equals_the_mastered_size() {
+    // The fixture tree: long names, hard links, symlinks, shared contents, an empty file.
+    let fx = fixture();
+    let opts = iso9660_writer::MasterOptions::default();
+    assert_eq!(
+        iso9660_writer::predict_size(&fx.src, &opts).unwrap(),
+        fx.report.size
+    );
+    assert_eq!(fs::metadata(&fx.iso).unwrap().len(), fx.report.size);
+}

@@ -126,6 +126,15 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ImageCmd,
     },
+    /// Plan a build from manifests only: sizes, bytes to fetch, predicted ISO size, media fit.
+    Plan(crate::delivery::cli::PlanArgs),
+    /// Compare two ISOs or trees (images, RPMs, Salt and scripts, sizes).
+    Diff(crate::delivery::cli::DiffArgs),
+    /// Delta ISOs: `delta build OLD NEW -o DELTA`, `delta apply OLD DELTA -o NEW`.
+    Delta {
+        #[command(subcommand)]
+        cmd: crate::delivery::cli::DeltaCmd,
+    },
     /// Tasks to build.
     #[command(external_subcommand)]
     Tasks(Vec<String>),
@@ -279,6 +288,13 @@ fn dispatch(cli: Cli) -> Result<u8> {
             }
             Ok(0)
         }
+        Some(Cmd::Plan(a)) => {
+            let (settings, graph) = load(&opts)?;
+            let ropts = run_options(&settings, &opts);
+            crate::delivery::cli::plan(&a, &settings, &graph, ropts)
+        }
+        Some(Cmd::Diff(a)) => crate::delivery::cli::diff(&a),
+        Some(Cmd::Delta { cmd }) => crate::delivery::cli::delta(&cmd),
         Some(Cmd::RegistryConfig(a)) => crate::registry_config::cli::run(&a).map(|()| 0),
         Some(Cmd::Solution { cmd }) => crate::solution::cli::run(&cmd),
         Some(Cmd::Verify(a)) => crate::trust::verify::run(&a),

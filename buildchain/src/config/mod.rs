@@ -69,6 +69,7 @@ pub const SETTING_NAMES: &[&str] = &[
     "BUILDCHAIN_STORE",
     "BUILDCHAIN_SIGNING_KEY",
     "BUILDCHAIN_SIGNING_PASSPHRASE_FILE",
+    "DELTA_BASE",
 ];
 
 /// Parses a `SOURCE_DATE_EPOCH` value: empty (or blank) means unset; anything else must be a

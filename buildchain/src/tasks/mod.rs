@@ -28,6 +28,7 @@ pub fn build_graph(settings: &Settings) -> Result<Graph> {
     g.extend(populate::tasks(settings).context("populate_iso")?)?;
     g.extend(iso::tasks(settings).context("iso")?)?;
     g.extend(solutions::tasks(settings).context("solutions")?)?;
+    g.extend(crate::delivery::tasks(settings).context("delta")?)?;
     Ok(g)
 }
 

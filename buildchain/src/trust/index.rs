@@ -118,12 +118,10 @@ fn add_image_blobs(
             size: d.size,
         });
     }
+    // The platform is informative: a config that is absent or not JSON (a sized placeholder of
+    // `plan`) gives none rather than an error.
     let cfg = dir.join(config.hex());
-    Ok(if cfg.is_file() {
-        platform_of(&read_json(&cfg)?)
-    } else {
-        None
-    })
+    Ok(read_json(&cfg).ok().and_then(|v| platform_of(&v)))
 }
 
 /// The index entry of the `dir:` layout in `dir`.

@@ -6,7 +6,6 @@ use std::fmt::Write as _;
 
 use anyhow::{Context, Result};
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::rel_name;
@@ -21,27 +20,6 @@ pub const SBOM_FILE: &str = "sbom.spdx.json";
 /// `dist/<name>-<version>.spdx.json`: the SBOM beside the ISO.
 pub fn sbom_dist_path(settings: &Settings) -> PathBuf {
     settings.iso_path().with_extension("spdx.json")
-}
-
-/// Reads `KEY=value` lines of `product.txt` (values as [`product::shell_quote`] writes them).
-pub fn read_product_txt(path: &Path) -> Result<BTreeMap<String, String>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut out = BTreeMap::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let Some((k, v)) = line.split_once('=') else {
-            anyhow::bail!("{}:{}: expected KEY=value", path.display(), i + 1);
-        };
-        let v = match v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
-            Some(inner) => inner.replace("'\\''", "'"),
-            None => v.to_string(),
-        };
-        out.insert(k.to_string(), v);
-    }
-    Ok(out)
 }
 
 /// `populate_iso:*` tasks and the `populate_iso` group.
@@ -195,7 +173,7 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
             .output(&contents)
             .action(move |ctx| {
                 let hash = |p: &Path| ctx.sha256(p);
-                let product = read_product_txt(&r.join("product.txt"))?;
+                let product = product::read_product_txt(&r.join("product.txt"))?;
                 let index = crate::trust::index::build_index(&r, product, sde, &hash)?;
                 let bytes = index
                     .to_json_bytes()

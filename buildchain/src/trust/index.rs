@@ -210,15 +210,9 @@ pub fn rpm_info(root: &Path, p: &Path, hash: Hasher<'_>) -> Result<RpmInfo> {
     let arch = field(md.get_arch(), "arch")?;
     let license = md.get_license().unwrap_or("").to_string();
     let epoch = md.get_epoch().unwrap_or(0);
-    let key_id = md.signatures().ok().and_then(|sigs| {
-        sigs.iter()
-            .find_map(|s| s.key_id().map(str::to_ascii_uppercase))
-    });
-    let nevra = if epoch > 0 {
-        format!("{name}-{epoch}:{version}-{release}.{arch}")
-    } else {
-        format!("{name}-{version}-{release}.{arch}")
-    };
+    // The same NEVRA and key id `verify` computes, so the two never disagree.
+    let key_id = super::index_reader::rpm_key_id(&md);
+    let nevra = super::index_reader::rpm_nevra(&md).map_err(|e| anyhow!("{what}: {e}"))?;
     Ok(RpmInfo {
         entry: RpmEntry {
             path: rel(p, root),

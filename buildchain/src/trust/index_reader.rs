@@ -2,16 +2,14 @@
 //! `verify` read from images and RPMs.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::contents::{
-    BlobEntry, Builder, ContentIndex, FileEntry, ImageEntry, RpmEntry, CONTENTS_FILE,
-    CONTENTS_SCHEMA, CONTENTS_SIGNATURE_FILE,
+    BlobEntry, ContentIndex, ImageEntry, CONTENTS_FILE, CONTENTS_SIGNATURE_FILE,
 };
 use crate::registry_config::manifest;
 
@@ -134,95 +132,16 @@ pub fn rpm_key_id(md: &rpm::PackageMetadata) -> Option<String> {
         .find_map(|s| s.key_id().map(str::to_ascii_uppercase))
 }
 
-/// `KEY=VALUE` lines of `product.txt`.
-pub fn parse_product_txt(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .filter(|(k, _)| !k.is_empty() && !k.starts_with('#'))
-        .collect()
-}
-
-/// Builds the index of the tree at `root` (everything but `CONTENTS.json{,.asc}`), with
-/// `product` from `product.txt` when there is one.
+/// Builds the index of the tree at `root` the way the build does ([`super::index::build_index`],
+/// every file hashed), with `product` from `product.txt` when there is one.
 pub fn index_tree(root: &Path, source_date_epoch: Option<u64>) -> Result<ContentIndex> {
-    let mut files = Vec::new();
-    let mut images = Vec::new();
-    let mut rpms = Vec::new();
-    let mut product = BTreeMap::new();
-    for e in walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .sort_by_file_name()
-    {
-        let e = e.with_context(|| format!("cannot walk {}", root.display()))?;
-        if !e.file_type().is_file() {
-            continue;
-        }
-        let rel = crate::tasks::rel_name(e.path(), root);
-        if !indexed(&rel) {
-            continue;
-        }
-        let mut f = std::fs::File::open(e.path())
-            .with_context(|| format!("cannot open {}", e.path().display()))?;
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut size = 0u64;
-        loop {
-            let n = f
-                .read(&mut buf)
-                .with_context(|| format!("cannot read {}", e.path().display()))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-            size += n as u64;
-        }
-        let sha256 = hex::encode(h.finalize());
-        if rel == "product.txt" {
-            product = parse_product_txt(&std::fs::read_to_string(e.path())?);
-        }
-        if let Some(d) = rel
-            .strip_prefix("images/")
-            .and_then(|d| d.strip_suffix("/manifest.json"))
-        {
-            if let Some((name, tag)) = d.rsplit_once('/') {
-                let dir = e.path().parent().unwrap_or(root).to_path_buf();
-                let bytes = std::fs::read(e.path())?;
-                let entry = image_entry(name, tag, &bytes, |f| {
-                    std::fs::read(dir.join(f))
-                        .with_context(|| format!("cannot read {}/{f}", dir.display()))
-                })
-                .with_context(|| format!("{rel}: cannot index the image"))?;
-                images.push(entry);
-            }
-        }
-        if rel.ends_with(".rpm") {
-            let f = std::fs::File::open(e.path())?;
-            let md = rpm::PackageMetadata::parse(&mut std::io::BufReader::new(f))
-                .with_context(|| format!("{rel}: not a readable RPM"))?;
-            rpms.push(RpmEntry {
-                path: rel.clone(),
-                nevra: rpm_nevra(&md)?,
-                sha256: sha256.clone(),
-                key_id: rpm_key_id(&md),
-            });
-        }
-        files.push(FileEntry {
-            path: rel,
-            size,
-            sha256,
-        });
-    }
-    Ok(ContentIndex {
-        schema: CONTENTS_SCHEMA.to_string(),
-        product,
-        builder: Builder {
-            name: "buildchain".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-        },
-        source_date_epoch,
-        files,
-        images,
-        rpms,
+    let product_txt = root.join("product.txt");
+    let product = if product_txt.is_file() {
+        crate::product::read_product_txt(&product_txt)?
+    } else {
+        BTreeMap::new()
+    };
+    super::index::build_index(root, product, source_date_epoch, &|p: &Path| {
+        crate::fsutil::sha256_file(p)
     })
 }

@@ -1,8 +1,9 @@
 //! Input and output signatures, with a stat fast path in front of content hashing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -12,11 +13,20 @@ use rayon::prelude::*;
 use super::state::FileRecord;
 use super::task::Input;
 
-/// Content cache shared by every task of a run.
+/// Identity of a file's content as far as stat can tell: a file reached through many hard links
+/// has one key, so its content is hashed once per run whatever the number of paths.
+type InodeKey = (u64, u64, u64, i128);
+
+/// Content cache shared by every task of a run: path → record (persisted), plus an index by
+/// (device, inode, size, mtime) so hard links share one hash within a run (and across runs once
+/// past the racy-mtime guard).
 #[derive(Default)]
 pub struct HashCache {
     files: Mutex<BTreeMap<PathBuf, FileRecord>>,
+    by_inode: Mutex<HashMap<InodeKey, FileRecord>>,
     touched: Mutex<BTreeMap<PathBuf, FileRecord>>,
+    /// Bytes hashed by this cache (for benchmarks: each inode at most once per run).
+    pub hashed_bytes: AtomicU64,
 }
 
 fn now_ns() -> i128 {
@@ -29,12 +39,30 @@ fn now_ns() -> i128 {
 /// Margin under which an mtime is too close to the hashing instant to be trusted.
 const RACY_NS: i128 = 2_000_000_000;
 
+fn inode_key(rec: &FileRecord) -> Option<InodeKey> {
+    (rec.dev != 0).then_some((rec.dev, rec.ino, rec.size, rec.mtime_ns))
+}
+
+fn trusted(rec: &FileRecord) -> bool {
+    rec.hashed_at_ns - rec.mtime_ns > RACY_NS
+}
+
 impl HashCache {
     /// Starts from the records of the state DB.
     pub fn new(files: BTreeMap<PathBuf, FileRecord>) -> Self {
+        let mut by_inode = HashMap::new();
+        for rec in files.values() {
+            if let Some(k) = inode_key(rec) {
+                if trusted(rec) {
+                    by_inode.insert(k, rec.clone());
+                }
+            }
+        }
         HashCache {
             files: Mutex::new(files),
+            by_inode: Mutex::new(by_inode),
             touched: Mutex::new(BTreeMap::new()),
+            hashed_bytes: AtomicU64::new(0),
         }
     }
 
@@ -60,6 +88,9 @@ impl HashCache {
     }
 
     fn insert(&self, path: &Path, rec: FileRecord) {
+        if let (Some(k), Ok(mut m)) = (inode_key(&rec), self.by_inode.lock()) {
+            m.insert(k, rec.clone());
+        }
         if let Ok(mut f) = self.files.lock() {
             f.insert(path.to_path_buf(), rec.clone());
         }
@@ -85,16 +116,36 @@ impl HashCache {
         }
         if let Ok(files) = self.files.lock() {
             if let Some(rec) = files.get(path) {
-                if same_stat(rec, &meta) && rec.hashed_at_ns - rec.mtime_ns > RACY_NS {
+                if same_stat(rec, &meta) && trusted(rec) {
                     return Ok(rec.sha256.clone());
                 }
             }
         }
+        let key = stat_key(&meta);
+        let known = self.by_inode.lock().ok().and_then(|m| m.get(&key).cloned());
+        if let Some(rec) = known {
+            // Another path to the same inode (a hard link): same content, no read. Entries come
+            // from this run, or from the state DB when they passed the racy-mtime guard.
+            let sha = rec.sha256.clone();
+            self.insert(path, rec);
+            return Ok(sha);
+        }
         let sha = crate::fsutil::sha256_file(path)?;
+        self.hashed_bytes.fetch_add(meta.len(), Ordering::Relaxed);
         let rec = record_from(&meta, sha.clone());
         self.insert(path, rec);
         Ok(sha)
     }
+}
+
+fn stat_key(meta: &fs::Metadata) -> InodeKey {
+    use std::os::unix::fs::MetadataExt;
+    (
+        meta.dev(),
+        meta.ino(),
+        meta.len(),
+        meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+    )
 }
 
 fn record_from(meta: &fs::Metadata, sha256: String) -> FileRecord {
@@ -104,17 +155,16 @@ fn record_from(meta: &fs::Metadata, sha256: String) -> FileRecord {
         mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
         ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
         ino: meta.ino(),
+        dev: meta.dev(),
         sha256,
         hashed_at_ns: now_ns(),
     }
 }
 
+/// Same content as recorded, by stat: device, inode, size and mtime. The ctime is not compared:
+/// every new hard link to an inode changes it without changing the content.
 fn same_stat(rec: &FileRecord, meta: &fs::Metadata) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    rec.size == meta.len()
-        && rec.ino == meta.ino()
-        && rec.mtime_ns == meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128
-        && rec.ctime_ns == meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128
+    rec.dev != 0 && inode_key(rec) == Some(stat_key(meta))
 }
 
 /// Lists regular files and symlinks under `dir`, sorted (symlinks are not followed).
@@ -220,5 +270,48 @@ fn pretty_key(k: &str) -> String {
         format!("tree {t}")
     } else {
         k.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hard_links_are_hashed_once_and_new_links_keep_the_cache() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a");
+        fs::write(&a, vec![7u8; 100_000]).unwrap();
+        for i in 0..5 {
+            fs::hard_link(&a, d.path().join(format!("l{i}"))).unwrap();
+        }
+        let cache = HashCache::default();
+        let want = crate::fsutil::sha256_file(&a).unwrap();
+        for i in 0..5 {
+            let p = d.path().join(format!("l{i}"));
+            assert_eq!(cache.signature(&p).unwrap(), want);
+        }
+        assert_eq!(cache.signature(&a).unwrap(), want);
+        assert_eq!(cache.hashed_bytes.load(Ordering::Relaxed), 100_000);
+
+        // A later run (records now past the racy guard): a new hard link changes every path's
+        // ctime but nothing is read again.
+        let mut files = cache.snapshot();
+        for r in files.values_mut() {
+            r.hashed_at_ns = r.mtime_ns + RACY_NS + 1;
+        }
+        fs::hard_link(&a, d.path().join("late")).unwrap();
+        let cache = HashCache::new(files);
+        for name in ["a", "l0", "l4", "late"] {
+            assert_eq!(cache.signature(&d.path().join(name)).unwrap(), want);
+        }
+        assert_eq!(cache.hashed_bytes.load(Ordering::Relaxed), 0);
+
+        // Different content (a new inode by rename) is hashed.
+        let tmp = d.path().join("tmp");
+        fs::write(&tmp, vec![8u8; 100_000]).unwrap();
+        fs::rename(&tmp, &a).unwrap();
+        assert_ne!(cache.signature(&a).unwrap(), want);
+        assert_eq!(cache.hashed_bytes.load(Ordering::Relaxed), 100_000);
     }
 }

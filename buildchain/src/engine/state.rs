@@ -25,6 +25,9 @@ pub struct FileRecord {
     pub ctime_ns: i128,
     /// Inode number.
     pub ino: u64,
+    /// Device number (0 in records written before it was kept: never matched by inode).
+    #[serde(default)]
+    pub dev: u64,
     /// sha256 hex of the content (`symlink:<target>` for symlinks).
     pub sha256: String,
     /// When the hash was taken (ns); a file modified in the same instant is re-hashed.

@@ -36,15 +36,30 @@ fn now_ns() -> i128 {
         .unwrap_or(0)
 }
 
-/// Margin under which an mtime is too close to the hashing instant to be trusted.
+/// Margin under which an mtime is too close to the hashing instant to be trusted, on file
+/// systems with coarse timestamps (FAT: 2 s; ext3: 1 s; we cannot tell which).
 const RACY_NS: i128 = 2_000_000_000;
+
+/// The same margin when the mtime has sub-microsecond digits, i.e. the file system keeps
+/// nanoseconds and only the kernel's coarse clock (one tick, at most 10 ms) limits it: a later
+/// write gets an mtime at least `tick` after any hashing instant, so 50 ms is safe. This lets a
+/// no-op build right after a build trust what that build just hashed.
+const RACY_FINE_NS: i128 = 50_000_000;
+
+fn racy_margin(mtime_ns: i128) -> i128 {
+    if mtime_ns % 1000 != 0 {
+        RACY_FINE_NS
+    } else {
+        RACY_NS
+    }
+}
 
 fn inode_key(rec: &FileRecord) -> Option<InodeKey> {
     (rec.dev != 0).then_some((rec.dev, rec.ino, rec.size, rec.mtime_ns))
 }
 
 fn trusted(rec: &FileRecord) -> bool {
-    rec.hashed_at_ns - rec.mtime_ns > RACY_NS
+    rec.hashed_at_ns - rec.mtime_ns > racy_margin(rec.mtime_ns)
 }
 
 impl HashCache {
@@ -79,10 +94,15 @@ impl HashCache {
             .unwrap_or_default()
     }
 
-    /// Pre-fills the cache with a digest an action computed while writing the file.
+    /// Pre-fills the cache with a digest an action computed while writing the file. The action
+    /// renamed the file into place complete, so on a file system with fine timestamps the
+    /// record is trusted at once (no re-hash of a just-written ISO by the next no-op build).
     pub fn remember(&self, path: &Path, sha256: &str) {
         if let Ok(meta) = fs::symlink_metadata(path) {
-            let rec = record_from(&meta, sha256.to_string());
+            let mut rec = record_from(&meta, sha256.to_string());
+            if rec.mtime_ns % 1000 != 0 {
+                rec.hashed_at_ns = rec.hashed_at_ns.max(rec.mtime_ns + RACY_FINE_NS + 1);
+            }
             self.insert(path, rec);
         }
     }

@@ -1,5 +1,6 @@
 //! `cargo xtask bench <what>`: benchmarks against the classic tools, in the same run.
 
+mod e2e;
 mod images;
 mod iso;
 mod registry_config;
@@ -23,12 +24,13 @@ pub fn option_value<T: std::str::FromStr>(
 /// Dispatches `cargo xtask bench <name> [args…]`.
 pub fn main(args: &[String]) -> ExitCode {
     let Some(name) = args.first() else {
-        eprintln!("usage: cargo xtask bench <iso|images|registry-config|repodata|solution-validate> [options]");
+        eprintln!("usage: cargo xtask bench <e2e|iso|images|registry-config|repodata|solution-validate> [options]");
         return ExitCode::from(2);
     };
     let rest = &args[1..];
     let result = match name.as_str() {
         "iso" => iso::run(rest),
+        "e2e" => e2e::run(rest),
         "images" => images::run(rest),
         "registry-config" => registry_config::run(rest),
         "repodata" => repodata::run(rest),

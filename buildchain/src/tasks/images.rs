@@ -100,11 +100,14 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
         );
         t = t.action(move |ctx| {
             let store = Store::open(&store_root)?;
-            let builder = ImageBuilder::new(&repo_root, store, inventory.clone(), epoch);
+            let builder = ImageBuilder::new(&repo_root, store.clone(), inventory.clone(), epoch);
             let progress = ctx.progress(Some(0), &format!("{name_c}:{tag}"));
             let files = builder.materialize(&name_c, &images_root, &prefix, Some(&progress));
             progress.finish();
             for f in files? {
+                if let Some(hex) = linked_store_blob(&store, &f) {
+                    ctx.record_digest(&f, hex);
+                }
                 ctx.add_output(f);
             }
             Ok(())
@@ -119,6 +122,21 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
             .deps(names),
     );
     Ok(tasks)
+}
+
+/// The digest of `p` when it is a hard link of the store blob its name says: the store verified
+/// those bytes when it took them, so the engine need not read them again.
+fn linked_store_blob(store: &Store, p: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let name = p.file_name()?.to_str()?;
+    if !crate::store::is_sha256_hex(name) {
+        return None;
+    }
+    let (a, b) = (
+        std::fs::symlink_metadata(p).ok()?,
+        std::fs::symlink_metadata(store.path(name)).ok()?,
+    );
+    (a.is_file() && a.dev() == b.dev() && a.ino() == b.ino()).then(|| name.to_string())
 }
 
 fn rel(root: &Path, p: &Path) -> String {

@@ -259,6 +259,30 @@ fn classic(f: &Fixture, inventory_bump: Option<&str>, work: &Path, servers: &Ser
     Ok(total)
 }
 
+/// Size of the generated registry config and the time unprivileged nginx takes to start with it
+/// (config parse + listen), serving the build tree `root` like a mounted ISO.
+fn registry_config_cost(root: &Path, version: &str) -> Result<(u64, u64, f64)> {
+    let files = root.join("salt/metalk8s/repo/files");
+    let inc = files.join("metalk8s-registry.inc");
+    let common = files.join("metalk8s-registry-common.inc");
+    let size = fs::metadata(&inc)
+        .with_context(|| format!("cannot stat {}", inc.display()))?
+        .len();
+    let locations = fs::read_to_string(&inc)?.matches("location").count() as u64;
+    let var = format!("metalk8s_{}_images", version.replace(['.', '-'], "_"));
+    let body = format!(
+        "    set ${var} \"{}\";\n    include \"{}\";\n    include \"{}\";\n",
+        root.join("images").display(),
+        inc.display(),
+        common.display()
+    );
+    let start = Instant::now();
+    let nginx = testkit::start_nginx_unprivileged(&body);
+    let secs = start.elapsed().as_secs_f64();
+    drop(nginx);
+    Ok((size, locations, secs))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -313,6 +337,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut classic_runs: Vec<Cost> = Vec::new();
     let mut ours_runs: BTreeMap<&str, Vec<Cost>> = BTreeMap::new();
     let mut master_only = Vec::new();
+    let mut nginx_cost = Vec::new();
     for round in 0..o.runs {
         fs::write(&inv_path, f.inventory(None))?;
         fs::write(&salt, &salt_orig)?;
@@ -361,6 +386,12 @@ pub fn run(args: &[String]) -> Result<()> {
                 let c = measure(&mut m, "iso master", &[], &work.join("logs/master.log"), &servers)?;
                 let _ = fs::remove_file(&out);
                 master_only.push(c.secs);
+                let version = fs::read_dir(&dist)?
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                    .find_map(|n| n.strip_prefix("metalk8s-")?.strip_suffix(".iso").map(str::to_string))
+                    .context("no ISO in dist/")?;
+                nginx_cost.push(registry_config_cost(&build_root.join("root"), &version)?);
             }
         }
     }
@@ -412,6 +443,11 @@ pub fn run(args: &[String]) -> Result<()> {
         });
         if *s == "warm" {
             v["master_only_s"] = json!(master);
+            if let Some((size, locs, _)) = nginx_cost.last() {
+                v["registry_inc_bytes"] = json!(size);
+                v["registry_inc_locations"] = json!(locs);
+                v["nginx_start_s"] = json!(median(nginx_cost.iter().map(|c| c.2).collect()));
+            }
         }
         if !o.json {
             println!(
@@ -435,6 +471,12 @@ pub fn run(args: &[String]) -> Result<()> {
             cdisk >> 20,
             mib(creg)
         );
+        if let Some((size, locs, _)) = nginx_cost.last() {
+            println!(
+                "registry config: metalk8s-registry.inc {size} bytes, {locs} `location` blocks; unprivileged nginx start-up with it {:.3}s (median)",
+                median(nginx_cost.iter().map(|c| c.2).collect())
+            );
+        }
     }
     Ok(())
 }

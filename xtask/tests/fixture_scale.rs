@@ -88,7 +88,13 @@ fn small_fixture_builds_an_iso_that_nodes_consume() {
     unsafe {
         libc::umask(0o077);
     }
-    for t in ["docker-registry", "createrepo_c", "checkisomd5", "bsdtar", "dnf"] {
+    for t in [
+        "docker-registry",
+        "createrepo_c",
+        "checkisomd5",
+        "bsdtar",
+        "dnf",
+    ] {
         testkit::require_tool(t);
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -143,10 +149,7 @@ fn small_fixture_builds_an_iso_that_nodes_consume() {
             .arg("-C")
             .arg(&mount),
     );
-    let var = format!(
-        "metalk8s_{}_images",
-        version.replace(['.', '-'], "_")
-    );
+    let var = format!("metalk8s_{}_images", version.replace(['.', '-'], "_"));
     let files = mount.join("salt/metalk8s/repo/files");
     let body = format!(
         "    set ${var} \"{}\";\n    include \"{}\";\n    include \"{}\";\n",
@@ -190,10 +193,9 @@ fn small_fixture_builds_an_iso_that_nodes_consume() {
     }
 
     // dnf reads the third-party repository of the ISO: exactly the pinned packages.
-    let lock = buildchain::packaging::lock::LockFile::load(
-        &checkout.join("packages/redhat/8/lock.yaml"),
-    )
-    .unwrap();
+    let lock =
+        buildchain::packaging::lock::LockFile::load(&checkout.join("packages/redhat/8/lock.yaml"))
+            .unwrap();
     let mut want: Vec<String> = lock
         .packages
         .iter()
@@ -209,7 +211,11 @@ fn small_fixture_builds_an_iso_that_nodes_consume() {
         Command::new("dnf")
             .arg("-q")
             .arg(format!("--installroot={}", t.join("dnfroot").display()))
-            .args(["--setopt=reposdir=/dev/null", "--releasever=8", "--disablerepo=*"])
+            .args([
+                "--setopt=reposdir=/dev/null",
+                "--releasever=8",
+                "--disablerepo=*",
+            ])
             .arg(format!("--repofrompath=fx,file://{}", repo.display()))
             .args([
                 "--enablerepo=fx",
@@ -230,11 +236,21 @@ fn small_fixture_builds_an_iso_that_nodes_consume() {
 
 #[test]
 fn fixture_is_deterministic_and_bench_reports_every_scenario() {
-    for t in ["docker-registry", "createrepo_c", "skopeo", "hardlink", "xorriso", "implantisomd5"] {
+    for t in [
+        "docker-registry",
+        "createrepo_c",
+        "skopeo",
+        "hardlink",
+        "xorriso",
+        "implantisomd5",
+    ] {
         testkit::require_tool(t);
     }
     let tmp = tempfile::tempdir().unwrap();
-    let (a, b) = (fixture(&tmp.path().join("a")), fixture(&tmp.path().join("b")));
+    let (a, b) = (
+        fixture(&tmp.path().join("a")),
+        fixture(&tmp.path().join("b")),
+    );
     let key = |f: &serde_json::Value| {
         f["images"]
             .as_array()
@@ -251,8 +267,12 @@ fn fixture_is_deterministic_and_bench_reports_every_scenario() {
     assert_eq!(key(&a), key(&b));
     assert_eq!(a["unique_bytes"], b["unique_bytes"]);
     let lock = |d: &str| {
-        let t = fs::read_to_string(tmp.path().join(d).join("checkout/packages/redhat/8/lock.yaml"))
-            .unwrap();
+        let t = fs::read_to_string(
+            tmp.path()
+                .join(d)
+                .join("checkout/packages/redhat/8/lock.yaml"),
+        )
+        .unwrap();
         t.lines()
             .filter(|l| !l.contains("baseurl"))
             .map(str::to_string)
@@ -276,6 +296,10 @@ fn fixture_is_deterministic_and_bench_reports_every_scenario() {
     // Only cold and image_bump fetch from the registry; the bump fetches far less than cold.
     let reg = |k: &str| v[k]["ours_registry_bytes"].as_u64().unwrap();
     assert!(reg("cold") > 25 << 20, "{v}");
-    assert_eq!((reg("warm"), reg("noop"), reg("salt_edit")), (0, 0, 0), "{v}");
+    assert_eq!(
+        (reg("warm"), reg("noop"), reg("salt_edit")),
+        (0, 0, 0),
+        "{v}"
+    );
     assert!(reg("image_bump") > 0 && reg("image_bump") < 1 << 20, "{v}");
 }

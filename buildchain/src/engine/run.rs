@@ -294,8 +294,12 @@ impl<'g> Engine<'g> {
             .append(name, record.as_ref(), touched)
     }
 
-    /// Writes the snapshot (state + content cache).
+    /// Writes the snapshot (state + content cache); nothing to do after a no-op run.
     pub fn save(&self) -> Result<()> {
+        let pending = self.db.lock().map(|d| d.has_pending()).unwrap_or(true);
+        if !pending && !self.cache.has_touched() {
+            return Ok(());
+        }
         let mut state = self
             .state
             .lock()

@@ -22,7 +22,7 @@ type InodeKey = (u64, u64, u64, i128);
 /// past the racy-mtime guard).
 #[derive(Default)]
 pub struct HashCache {
-    files: Mutex<BTreeMap<PathBuf, FileRecord>>,
+    files: Mutex<HashMap<PathBuf, FileRecord>>,
     by_inode: Mutex<HashMap<InodeKey, FileRecord>>,
     touched: Mutex<BTreeMap<PathBuf, FileRecord>>,
     /// Bytes hashed by this cache (for benchmarks: each inode at most once per run).
@@ -74,7 +74,7 @@ impl HashCache {
             }
         }
         HashCache {
-            files: Mutex::new(files),
+            files: Mutex::new(files.into_iter().collect()),
             by_inode: Mutex::new(by_inode),
             touched: Mutex::new(BTreeMap::new()),
             hashed_bytes: AtomicU64::new(0),
@@ -83,7 +83,10 @@ impl HashCache {
 
     /// Every record (for the snapshot).
     pub fn snapshot(&self) -> BTreeMap<PathBuf, FileRecord> {
-        self.files.lock().map(|f| f.clone()).unwrap_or_default()
+        self.files
+            .lock()
+            .map(|f| f.iter().map(|(p, r)| (p.clone(), r.clone())).collect())
+            .unwrap_or_default()
     }
 
     /// Records refreshed since the last call (for the journal).
@@ -92,6 +95,11 @@ impl HashCache {
             .lock()
             .map(|mut t| std::mem::take(&mut *t))
             .unwrap_or_default()
+    }
+
+    /// Whether records were refreshed since the last [`HashCache::take_touched`].
+    pub fn has_touched(&self) -> bool {
+        self.touched.lock().map(|t| !t.is_empty()).unwrap_or(true)
     }
 
     /// Pre-fills the cache with a digest an action computed while writing the file. The action

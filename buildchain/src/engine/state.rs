@@ -83,6 +83,14 @@ impl StateDb {
         &self.dir
     }
 
+    /// Whether the snapshot would change: a journal (of this run or a crashed one) or no
+    /// snapshot yet. A no-op build skips rewriting the snapshot.
+    pub fn has_pending(&self) -> bool {
+        self.journal.is_some()
+            || self.dir.join("state.journal").exists()
+            || !self.dir.join("state.json").exists()
+    }
+
     /// Loads the snapshot and replays the journal. A damaged snapshot or a torn last journal
     /// line (crash mid-write) is tolerated: what cannot be read is simply not known, so the
     /// affected tasks run again.

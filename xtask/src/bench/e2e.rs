@@ -74,12 +74,21 @@ fn rchar_of(pid: i32) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/io"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("rchar: ").and_then(|v| v.trim().parse().ok()))
+        .find_map(|l| {
+            l.strip_prefix("rchar: ")
+                .and_then(|v| v.trim().parse().ok())
+        })
         .unwrap_or(0)
 }
 
 /// Runs `cmd` (after an untimed `sync`), sampling the disk use of `disk`; output to `log`.
-fn measure(cmd: &mut Command, what: &str, disk: &[PathBuf], log: &Path, servers: &Servers) -> Result<Cost> {
+fn measure(
+    cmd: &mut Command,
+    what: &str,
+    disk: &[PathBuf],
+    log: &Path,
+    servers: &Servers,
+) -> Result<Cost> {
     let _ = Command::new("sync").status();
     servers.take_bytes();
     let logf = fs::File::create(log)?;
@@ -168,7 +177,11 @@ fn parse(args: &[String]) -> Result<Opts> {
         match a.as_str() {
             "--json" => o.json = true,
             "--runs" => o.runs = super::option_value::<usize>(&mut it, a)?.max(1),
-            "--fixture" => o.fixture = Some(PathBuf::from(it.next().context("--fixture needs a directory")?)),
+            "--fixture" => {
+                o.fixture = Some(PathBuf::from(
+                    it.next().context("--fixture needs a directory")?,
+                ))
+            }
             other => bail!("unknown option {other:?}"),
         }
     }
@@ -176,7 +189,12 @@ fn parse(args: &[String]) -> Result<Opts> {
 }
 
 /// The classic pipeline, one full run into `work/classic`.
-fn classic(f: &Fixture, inventory_bump: Option<&str>, work: &Path, servers: &Servers) -> Result<Cost> {
+fn classic(
+    f: &Fixture,
+    inventory_bump: Option<&str>,
+    work: &Path,
+    servers: &Servers,
+) -> Result<Cost> {
     let dir = work.join("classic");
     let _ = fs::remove_dir_all(&dir);
     let root = dir.join("root");
@@ -195,7 +213,10 @@ fn classic(f: &Fixture, inventory_bump: Option<&str>, work: &Path, servers: &Ser
         let c = measure(
             Command::new("skopeo")
                 .args(["copy", "--quiet", "--src-tls-verify=false"])
-                .arg(format!("docker://127.0.0.1:{}/{}@{digest}", f.registry_port, im.repo))
+                .arg(format!(
+                    "docker://127.0.0.1:{}/{}@{digest}",
+                    f.registry_port, im.repo
+                ))
                 .arg(format!("dir:{}", dest.display())),
             &format!("skopeo copy {}", im.name),
             &disk,
@@ -205,7 +226,9 @@ fn classic(f: &Fixture, inventory_bump: Option<&str>, work: &Path, servers: &Ser
         total.add(&c);
     }
     let c = measure(
-        Command::new("hardlink").args(["-c", "-q"]).arg(root.join("images")),
+        Command::new("hardlink")
+            .args(["-c", "-q"])
+            .arg(root.join("images")),
         "hardlink",
         &disk,
         &logs.join("classic-hardlink.log"),
@@ -214,27 +237,52 @@ fn classic(f: &Fixture, inventory_bump: Option<&str>, work: &Path, servers: &Ser
     total.add(&c);
     let repo = root.join("packages/redhat/8/metalk8s-fixture-el8");
     fs::create_dir_all(&repo)?;
-    let lock = buildchain::packaging::lock::LockFile::load(&f.checkout().join("packages/redhat/8/lock.yaml"))?;
+    let lock = buildchain::packaging::lock::LockFile::load(
+        &f.checkout().join("packages/redhat/8/lock.yaml"),
+    )?;
     let mut dnf = Command::new("dnf");
-    dnf.args(["download", "-q", "--setopt=reposdir=/dev/null", "--releasever=8", "--disablerepo=*"])
-        .arg(format!("--setopt=cachedir={}", dir.join("dnfcache").display()))
-        .arg(format!("--repofrompath=fixture,http://127.0.0.1:{}/", f.yum_port))
-        .arg("--enablerepo=fixture")
-        .arg(format!("--destdir={}", repo.display()));
+    dnf.args([
+        "download",
+        "-q",
+        "--setopt=reposdir=/dev/null",
+        "--releasever=8",
+        "--disablerepo=*",
+    ])
+    .arg(format!(
+        "--setopt=cachedir={}",
+        dir.join("dnfcache").display()
+    ))
+    .arg(format!(
+        "--repofrompath=fixture,http://127.0.0.1:{}/",
+        f.yum_port
+    ))
+    .arg("--enablerepo=fixture")
+    .arg(format!("--destdir={}", repo.display()));
     for p in &lock.packages {
         let e = buildchain::packaging::evr::Evr::parse(&p.evr);
         dnf.arg(format!("{}-{}-{}.{}", p.name, e.version, e.release, p.arch));
     }
-    total.add(&measure(&mut dnf, "dnf download", &disk, &logs.join("classic-dnf.log"), servers)?);
     total.add(&measure(
-        Command::new("createrepo_c").args(["--no-database", "-q"]).arg(&repo),
+        &mut dnf,
+        "dnf download",
+        &disk,
+        &logs.join("classic-dnf.log"),
+        servers,
+    )?);
+    total.add(&measure(
+        Command::new("createrepo_c")
+            .args(["--no-database", "-q"])
+            .arg(&repo),
         "createrepo_c",
         &disk,
         &logs.join("classic-createrepo.log"),
         servers,
     )?);
     total.add(&measure(
-        Command::new("cp").arg("-a").arg(f.checkout().join("salt")).arg(root.join("salt")),
+        Command::new("cp")
+            .arg("-a")
+            .arg(f.checkout().join("salt"))
+            .arg(root.join("salt")),
         "cp salt",
         &disk,
         &logs.join("classic-cp.log"),
@@ -243,7 +291,19 @@ fn classic(f: &Fixture, inventory_bump: Option<&str>, work: &Path, servers: &Ser
     let iso = dir.join("product.iso");
     total.add(&measure(
         Command::new("xorriso")
-            .args(["-as", "mkisofs", "-quiet", "-R", "-J", "-joliet-long", "-l", "-iso-level", "3", "-V", "MetalK8s"])
+            .args([
+                "-as",
+                "mkisofs",
+                "-quiet",
+                "-R",
+                "-J",
+                "-joliet-long",
+                "-l",
+                "-iso-level",
+                "3",
+                "-V",
+                "MetalK8s",
+            ])
             .arg("-o")
             .arg(&iso)
             .arg(&root),
@@ -252,8 +312,20 @@ fn classic(f: &Fixture, inventory_bump: Option<&str>, work: &Path, servers: &Ser
         &logs.join("classic-xorriso.log"),
         servers,
     )?);
-    total.add(&measure(Command::new("implantisomd5").arg(&iso), "implantisomd5", &disk, &logs.join("classic-implant.log"), servers)?);
-    total.add(&measure(Command::new("sha256sum").arg(&iso), "sha256sum", &disk, &logs.join("classic-sha256sum.log"), servers)?);
+    total.add(&measure(
+        Command::new("implantisomd5").arg(&iso),
+        "implantisomd5",
+        &disk,
+        &logs.join("classic-implant.log"),
+        servers,
+    )?);
+    total.add(&measure(
+        Command::new("sha256sum").arg(&iso),
+        "sha256sum",
+        &disk,
+        &logs.join("classic-sha256sum.log"),
+        servers,
+    )?);
     total.secs = start.elapsed().as_secs_f64();
     let _ = fs::remove_dir_all(&dir);
     Ok(total)
@@ -291,7 +363,16 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Runs the benchmark.
 pub fn run(args: &[String]) -> Result<()> {
     let o = parse(args)?;
-    for t in ["skopeo", "hardlink", "dnf", "createrepo_c", "xorriso", "implantisomd5", "sha256sum", "docker-registry"] {
+    for t in [
+        "skopeo",
+        "hardlink",
+        "dnf",
+        "createrepo_c",
+        "xorriso",
+        "implantisomd5",
+        "sha256sum",
+        "docker-registry",
+    ] {
         testkit::require_tool(t);
     }
     let exe = std::env::current_exe()?;
@@ -331,7 +412,13 @@ pub fn run(args: &[String]) -> Result<()> {
             .env("BUILDCHAIN_STORE", &store)
             .env("BUILD_ROOT", &build_root)
             .env("SOURCE_DATE_EPOCH", "1700000000");
-        measure(&mut c, &format!("ours ({what})"), &disk, &work.join("logs").join(format!("ours-{what}.log")), servers)
+        measure(
+            &mut c,
+            &format!("ours ({what})"),
+            &disk,
+            &work.join("logs").join(format!("ours-{what}.log")),
+            servers,
+        )
     };
 
     let mut classic_runs: Vec<Cost> = Vec::new();
@@ -357,7 +444,9 @@ pub fn run(args: &[String]) -> Result<()> {
                 }
                 "salt_edit" => {
                     let mut t = salt_orig.clone();
-                    t.extend_from_slice(format!("# edited by bench e2e, round {round}\n").as_bytes());
+                    t.extend_from_slice(
+                        format!("# edited by bench e2e, round {round}\n").as_bytes(),
+                    );
                     fs::write(&salt, t)?;
                 }
                 "image_bump" => fs::write(&inv_path, f.inventory(Some(&bump)))?,
@@ -383,13 +472,23 @@ pub fn run(args: &[String]) -> Result<()> {
                     .arg(&out)
                     .args(["--volid", "MetalK8s", "--md5"])
                     .env("SOURCE_DATE_EPOCH", "1700000000");
-                let c = measure(&mut m, "iso master", &[], &work.join("logs/master.log"), &servers)?;
+                let c = measure(
+                    &mut m,
+                    "iso master",
+                    &[],
+                    &work.join("logs/master.log"),
+                    &servers,
+                )?;
                 let _ = fs::remove_file(&out);
                 master_only.push(c.secs);
                 let version = fs::read_dir(&dist)?
                     .flatten()
                     .filter_map(|e| e.file_name().to_str().map(str::to_string))
-                    .find_map(|n| n.strip_prefix("metalk8s-")?.strip_suffix(".iso").map(str::to_string))
+                    .find_map(|n| {
+                        n.strip_prefix("metalk8s-")?
+                            .strip_suffix(".iso")
+                            .map(str::to_string)
+                    })
                     .context("no ISO in dist/")?;
                 nginx_cost.push(registry_config_cost(&build_root.join("root"), &version)?);
             }

@@ -296,6 +296,7 @@ impl<'g> Engine<'g> {
 
     /// Writes the snapshot (state + content cache); nothing to do after a no-op run.
     pub fn save(&self) -> Result<()> {
+        self.cache.settle()?;
         let pending = self.db.lock().map(|d| d.has_pending()).unwrap_or(true);
         if !pending && !self.cache.has_touched() {
             return Ok(());

@@ -97,6 +97,50 @@ impl HashCache {
             .unwrap_or_default()
     }
 
+    /// Re-hashes the files hashed too close to their mtime to be trusted (typically written by
+    /// this run), once the racy margin has passed, so the next no-op run trusts them without
+    /// reading anything. Waits at most [`RACY_FINE_NS`]; files on coarse-timestamp file systems
+    /// still inside their margin are left for the next run.
+    pub fn settle(&self) -> Result<()> {
+        let racy: Vec<(PathBuf, FileRecord)> = match self.files.lock() {
+            Ok(f) => f
+                .iter()
+                .filter(|(_, r)| !trusted(r) && !r.sha256.starts_with("symlink:"))
+                .map(|(p, r)| (p.clone(), r.clone()))
+                .collect(),
+            Err(_) => return Ok(()),
+        };
+        if racy.is_empty() {
+            return Ok(());
+        }
+        let newest = racy
+            .iter()
+            .filter(|(_, r)| racy_margin(r.mtime_ns) == RACY_FINE_NS)
+            .map(|(_, r)| r.mtime_ns)
+            .max()
+            .unwrap_or(0);
+        let wait = newest + RACY_FINE_NS + 1 - now_ns();
+        if wait > 0 {
+            std::thread::sleep(std::time::Duration::from_nanos(wait as u64));
+        }
+        racy.par_iter().try_for_each(|(path, rec)| -> Result<()> {
+            let Ok(meta) = fs::symlink_metadata(path) else {
+                return Ok(());
+            };
+            if !meta.is_file() || !same_stat(rec, &meta) {
+                return Ok(());
+            }
+            let fresh = record_from(&meta, String::new());
+            if fresh.hashed_at_ns - fresh.mtime_ns <= racy_margin(fresh.mtime_ns) {
+                return Ok(());
+            }
+            let sha = crate::fsutil::sha256_file(path)?;
+            self.hashed_bytes.fetch_add(meta.len(), Ordering::Relaxed);
+            self.insert(path, record_from(&meta, sha));
+            Ok(())
+        })
+    }
+
     /// Whether records were refreshed since the last [`HashCache::take_touched`].
     pub fn has_touched(&self) -> bool {
         self.touched.lock().map(|t| !t.is_empty()).unwrap_or(true)
@@ -341,5 +385,32 @@ mod tests {
         fs::rename(&tmp, &a).unwrap();
         assert_ne!(cache.signature(&a).unwrap(), want);
         assert_eq!(cache.hashed_bytes.load(Ordering::Relaxed), 100_000);
+    }
+
+    #[test]
+    fn settle_makes_just_written_files_trusted_by_the_next_run() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a");
+        fs::write(&a, b"fresh content").unwrap();
+        // An mtime with nanosecond digits (a fine-timestamp file system), just now.
+        let t = UNIX_EPOCH
+            + std::time::Duration::from_nanos(((now_ns() - 1_000_000) / 1000 * 1000 + 123) as u64);
+        fs::File::options()
+            .write(true)
+            .open(&a)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+        let cache = HashCache::default();
+        let want = cache.signature(&a).unwrap();
+        let rec = cache.snapshot()[&a].clone();
+        assert_eq!(rec.mtime_ns % 1000, 123, "{rec:?}");
+        assert!(!trusted(&rec), "{rec:?}");
+        cache.settle().unwrap();
+        assert!(trusted(&cache.snapshot()[&a]));
+        let next = HashCache::new(cache.snapshot());
+        assert_eq!(next.signature(&a).unwrap(), want);
+        assert_eq!(next.hashed_bytes.load(Ordering::Relaxed), 0);
+        assert!(!next.has_touched());
     }
 }

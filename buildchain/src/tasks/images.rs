@@ -127,16 +127,23 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
 /// The digest of `p` when it is a hard link of the store blob its name says: the store verified
 /// those bytes when it took them, so the engine need not read them again.
 fn linked_store_blob(store: &Store, p: &Path) -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
     let name = p.file_name()?.to_str()?;
-    if !crate::store::is_sha256_hex(name) {
-        return None;
+    is_store_link(store, p, name).then(|| name.to_string())
+}
+
+/// Whether `p` is a hard link of the (verified) store blob `hex`.
+pub(crate) fn is_store_link(store: &Store, p: &Path, hex: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if !crate::store::is_sha256_hex(hex) {
+        return false;
     }
-    let (a, b) = (
-        std::fs::symlink_metadata(p).ok()?,
-        std::fs::symlink_metadata(store.path(name)).ok()?,
-    );
-    (a.is_file() && a.dev() == b.dev() && a.ino() == b.ino()).then(|| name.to_string())
+    match (
+        std::fs::symlink_metadata(p),
+        std::fs::symlink_metadata(store.path(hex)),
+    ) {
+        (Ok(a), Ok(b)) => a.is_file() && a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 fn rel(root: &Path, p: &Path) -> String {

@@ -172,6 +172,7 @@ impl<'g> Engine<'g> {
         let db = StateDb::new(&opts.build_root);
         let state = db.load();
         let cache = std::sync::Arc::new(HashCache::new(state.files.clone()));
+        cache.enable_memo();
         Ok(Engine {
             graph,
             opts,
@@ -246,6 +247,7 @@ impl<'g> Engine<'g> {
 
     /// Deletes outputs (only under prune roots, never one another task still records).
     fn remove_outputs(&self, owner: &str, paths: &[PathBuf], dry_run: bool) -> Result<Vec<String>> {
+        self.cache.disable_memo();
         let claimed: BTreeSet<PathBuf> = self
             .state
             .lock()
@@ -373,6 +375,7 @@ impl<'g> Engine<'g> {
             result.status = Status::WouldRun;
             return result;
         }
+        self.cache.disable_memo();
         self.print_line("STARTED", &task.name, None);
         let mut ctx = TaskContext {
             name: task.name.clone(),

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -27,6 +27,12 @@ pub struct HashCache {
     touched: Mutex<BTreeMap<PathBuf, FileRecord>>,
     /// Bytes hashed by this cache (for benchmarks: each inode at most once per run).
     pub hashed_bytes: AtomicU64,
+    /// Signatures and tree listings computed while nothing could have changed the files (the
+    /// engine's decisions before its first action or deletion): each path is stat'ed and each
+    /// tree listed once per run however many tasks name it.
+    memo: Mutex<HashMap<PathBuf, String>>,
+    walks: Mutex<HashMap<PathBuf, Vec<PathBuf>>>,
+    memo_on: AtomicBool,
 }
 
 fn now_ns() -> i128 {
@@ -78,7 +84,44 @@ impl HashCache {
             by_inode: Mutex::new(by_inode),
             touched: Mutex::new(BTreeMap::new()),
             hashed_bytes: AtomicU64::new(0),
+            memo: Mutex::new(HashMap::new()),
+            walks: Mutex::new(HashMap::new()),
+            memo_on: AtomicBool::new(false),
         }
+    }
+
+    /// Starts memoizing signatures and tree listings (the engine, before deciding anything).
+    pub fn enable_memo(&self) {
+        self.memo_on.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops memoizing for the rest of the run: an action or a deletion may now change files.
+    pub fn disable_memo(&self) {
+        if self.memo_on.swap(false, Ordering::SeqCst) {
+            if let Ok(mut m) = self.memo.lock() {
+                m.clear();
+            }
+            if let Ok(mut w) = self.walks.lock() {
+                w.clear();
+            }
+        }
+    }
+
+    /// [`walk_tree`], memoized while the memo is on.
+    pub fn walk(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        if !self.memo_on.load(Ordering::SeqCst) {
+            return walk_tree(dir);
+        }
+        if let Some(v) = self.walks.lock().ok().and_then(|w| w.get(dir).cloned()) {
+            return Ok(v);
+        }
+        let v = walk_tree(dir)?;
+        if self.memo_on.load(Ordering::SeqCst) {
+            if let Ok(mut w) = self.walks.lock() {
+                w.insert(dir.to_path_buf(), v.clone());
+            }
+        }
+        Ok(v)
     }
 
     /// Every record (for the snapshot).
@@ -173,6 +216,22 @@ impl HashCache {
 
     /// Signature of one path: sha256 hex, `symlink:<target>`, `dir`, or `missing`.
     pub fn signature(&self, path: &Path) -> Result<String> {
+        if !self.memo_on.load(Ordering::SeqCst) {
+            return self.signature_now(path);
+        }
+        if let Some(s) = self.memo.lock().ok().and_then(|m| m.get(path).cloned()) {
+            return Ok(s);
+        }
+        let s = self.signature_now(path)?;
+        if self.memo_on.load(Ordering::SeqCst) {
+            if let Ok(mut m) = self.memo.lock() {
+                m.insert(path.to_path_buf(), s.clone());
+            }
+        }
+        Ok(s)
+    }
+
+    fn signature_now(&self, path: &Path) -> Result<String> {
         let meta = match fs::symlink_metadata(path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok("missing".into()),
@@ -278,7 +337,7 @@ pub fn input_signatures(
                     present.to_string(),
                 );
                 // A task's own outputs are not its inputs (e.g. a manifest of the tree it is in).
-                paths.extend(walk_tree(d)?.into_iter().filter(|p| !exclude.contains(p)));
+                paths.extend(cache.walk(d)?.into_iter().filter(|p| !exclude.contains(p)));
             }
             Input::Value { key, value } => {
                 out.insert(format!("value:{key}"), value.clone());
@@ -385,6 +444,27 @@ mod tests {
         fs::rename(&tmp, &a).unwrap();
         assert_ne!(cache.signature(&a).unwrap(), want);
         assert_eq!(cache.hashed_bytes.load(Ordering::Relaxed), 100_000);
+    }
+
+    #[test]
+    fn memo_answers_until_disabled() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a");
+        fs::write(&a, b"one").unwrap();
+        let cache = HashCache::default();
+        let one = cache.signature(&a).unwrap();
+        cache.enable_memo();
+        assert_eq!(cache.signature(&a).unwrap(), one);
+        assert_eq!(cache.walk(d.path()).unwrap(), vec![a.clone()]);
+        // Nothing changes files while the memo is on (the engine turns it off before any action
+        // or deletion): a stale answer here shows the memo is used.
+        fs::write(&a, b"two!").unwrap();
+        fs::write(d.path().join("b"), b"").unwrap();
+        assert_eq!(cache.signature(&a).unwrap(), one);
+        assert_eq!(cache.walk(d.path()).unwrap(), vec![a.clone()]);
+        cache.disable_memo();
+        assert_ne!(cache.signature(&a).unwrap(), one);
+        assert_eq!(cache.walk(d.path()).unwrap().len(), 2);
     }
 
     #[test]

@@ -180,6 +180,7 @@ impl<'g> Engine<'g> {
         let db = StateDb::new(&opts.build_root);
         let state = db.load();
         let cache = std::sync::Arc::new(HashCache::new(state.files.clone()));
+        cache.enable_memo();
         Ok(Engine {
             graph,
             opts,
@@ -262,6 +263,7 @@ impl<'g> Engine<'g> {
 
     /// Deletes outputs (only under prune roots, never one another task still records).
     fn remove_outputs(&self, owner: &str, paths: &[PathBuf], dry_run: bool) -> Result<Vec<String>> {
+        self.cache.disable_memo();
         let claimed: BTreeSet<PathBuf> = self
             .state
             .lock()
@@ -332,8 +334,13 @@ impl<'g> Engine<'g> {
             .append(name, record.as_ref(), touched)
     }
 
-    /// Writes the snapshot (state + content cache).
+    /// Writes the snapshot (state + content cache); nothing to do after a no-op run.
     pub fn save(&self) -> Result<()> {
+        self.cache.settle()?;
+        let pending = self.db.lock().map(|d| d.has_pending()).unwrap_or(true);
+        if !pending && !self.cache.has_touched() {
+            return Ok(());
+        }
         let mut state = self
             .state
             .lock()
@@ -432,6 +439,7 @@ impl<'g> Engine<'g> {
             return result;
         }
         result.reasons = decision.reasons;
+        self.cache.disable_memo();
         self.print_line("STARTED", &task.name, None);
         let mut ctx = TaskContext {
             name: task.name.clone(),

@@ -1,8 +1,9 @@
 //! Input and output signatures, with a stat fast path in front of content hashing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -12,11 +13,26 @@ use rayon::prelude::*;
 use super::state::FileRecord;
 use super::task::Input;
 
-/// Content cache shared by every task of a run.
+/// Identity of a file's content as far as stat can tell: a file reached through many hard links
+/// has one key, so its content is hashed once per run whatever the number of paths.
+type InodeKey = (u64, u64, u64, i128);
+
+/// Content cache shared by every task of a run: path → record (persisted), plus an index by
+/// (device, inode, size, mtime) so hard links share one hash within a run (and across runs once
+/// past the racy-mtime guard).
 #[derive(Default)]
 pub struct HashCache {
-    files: Mutex<BTreeMap<PathBuf, FileRecord>>,
+    files: Mutex<HashMap<PathBuf, FileRecord>>,
+    by_inode: Mutex<HashMap<InodeKey, FileRecord>>,
     touched: Mutex<BTreeMap<PathBuf, FileRecord>>,
+    /// Bytes hashed by this cache (for benchmarks: each inode at most once per run).
+    pub hashed_bytes: AtomicU64,
+    /// Signatures and tree listings computed while nothing could have changed the files (the
+    /// engine's decisions before its first action or deletion): each path is stat'ed and each
+    /// tree listed once per run however many tasks name it.
+    memo: Mutex<HashMap<PathBuf, String>>,
+    walks: Mutex<HashMap<PathBuf, Vec<PathBuf>>>,
+    memo_on: AtomicBool,
 }
 
 fn now_ns() -> i128 {
@@ -26,21 +42,94 @@ fn now_ns() -> i128 {
         .unwrap_or(0)
 }
 
-/// Margin under which an mtime is too close to the hashing instant to be trusted.
+/// Margin under which an mtime is too close to the hashing instant to be trusted, on file
+/// systems with coarse timestamps (FAT: 2 s; ext3: 1 s; we cannot tell which).
 const RACY_NS: i128 = 2_000_000_000;
+
+/// The same margin when the mtime has sub-microsecond digits, i.e. the file system keeps
+/// nanoseconds and only the kernel's coarse clock (one tick, at most 10 ms) limits it: a later
+/// write gets an mtime at least `tick` after any hashing instant, so 50 ms is safe. This lets a
+/// no-op build right after a build trust what that build just hashed.
+const RACY_FINE_NS: i128 = 50_000_000;
+
+fn racy_margin(mtime_ns: i128) -> i128 {
+    if mtime_ns % 1000 != 0 {
+        RACY_FINE_NS
+    } else {
+        RACY_NS
+    }
+}
+
+fn inode_key(rec: &FileRecord) -> Option<InodeKey> {
+    (rec.dev != 0).then_some((rec.dev, rec.ino, rec.size, rec.mtime_ns))
+}
+
+fn trusted(rec: &FileRecord) -> bool {
+    rec.hashed_at_ns - rec.mtime_ns > racy_margin(rec.mtime_ns)
+}
 
 impl HashCache {
     /// Starts from the records of the state DB.
     pub fn new(files: BTreeMap<PathBuf, FileRecord>) -> Self {
-        HashCache {
-            files: Mutex::new(files),
-            touched: Mutex::new(BTreeMap::new()),
+        let mut by_inode = HashMap::new();
+        for rec in files.values() {
+            if let Some(k) = inode_key(rec) {
+                if trusted(rec) {
+                    by_inode.insert(k, rec.clone());
+                }
+            }
         }
+        HashCache {
+            files: Mutex::new(files.into_iter().collect()),
+            by_inode: Mutex::new(by_inode),
+            touched: Mutex::new(BTreeMap::new()),
+            hashed_bytes: AtomicU64::new(0),
+            memo: Mutex::new(HashMap::new()),
+            walks: Mutex::new(HashMap::new()),
+            memo_on: AtomicBool::new(false),
+        }
+    }
+
+    /// Starts memoizing signatures and tree listings (the engine, before deciding anything).
+    pub fn enable_memo(&self) {
+        self.memo_on.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops memoizing for the rest of the run: an action or a deletion may now change files.
+    pub fn disable_memo(&self) {
+        if self.memo_on.swap(false, Ordering::SeqCst) {
+            if let Ok(mut m) = self.memo.lock() {
+                m.clear();
+            }
+            if let Ok(mut w) = self.walks.lock() {
+                w.clear();
+            }
+        }
+    }
+
+    /// [`walk_tree`], memoized while the memo is on.
+    pub fn walk(&self, dir: &Path) -> Result<Vec<PathBuf>> {
+        if !self.memo_on.load(Ordering::SeqCst) {
+            return walk_tree(dir);
+        }
+        if let Some(v) = self.walks.lock().ok().and_then(|w| w.get(dir).cloned()) {
+            return Ok(v);
+        }
+        let v = walk_tree(dir)?;
+        if self.memo_on.load(Ordering::SeqCst) {
+            if let Ok(mut w) = self.walks.lock() {
+                w.insert(dir.to_path_buf(), v.clone());
+            }
+        }
+        Ok(v)
     }
 
     /// Every record (for the snapshot).
     pub fn snapshot(&self) -> BTreeMap<PathBuf, FileRecord> {
-        self.files.lock().map(|f| f.clone()).unwrap_or_default()
+        self.files
+            .lock()
+            .map(|f| f.iter().map(|(p, r)| (p.clone(), r.clone())).collect())
+            .unwrap_or_default()
     }
 
     /// Records refreshed since the last call (for the journal).
@@ -51,15 +140,72 @@ impl HashCache {
             .unwrap_or_default()
     }
 
-    /// Pre-fills the cache with a digest an action computed while writing the file.
+    /// Re-hashes the files hashed too close to their mtime to be trusted (typically written by
+    /// this run), once the racy margin has passed, so the next no-op run trusts them without
+    /// reading anything. Waits at most [`RACY_FINE_NS`]; files on coarse-timestamp file systems
+    /// still inside their margin are left for the next run.
+    pub fn settle(&self) -> Result<()> {
+        let racy: Vec<(PathBuf, FileRecord)> = match self.files.lock() {
+            Ok(f) => f
+                .iter()
+                .filter(|(_, r)| !trusted(r) && !r.sha256.starts_with("symlink:"))
+                .map(|(p, r)| (p.clone(), r.clone()))
+                .collect(),
+            Err(_) => return Ok(()),
+        };
+        if racy.is_empty() {
+            return Ok(());
+        }
+        let newest = racy
+            .iter()
+            .filter(|(_, r)| racy_margin(r.mtime_ns) == RACY_FINE_NS)
+            .map(|(_, r)| r.mtime_ns)
+            .max()
+            .unwrap_or(0);
+        let wait = newest + RACY_FINE_NS + 1 - now_ns();
+        if wait > 0 {
+            std::thread::sleep(std::time::Duration::from_nanos(wait as u64));
+        }
+        racy.par_iter().try_for_each(|(path, rec)| -> Result<()> {
+            let Ok(meta) = fs::symlink_metadata(path) else {
+                return Ok(());
+            };
+            if !meta.is_file() || !same_stat(rec, &meta) {
+                return Ok(());
+            }
+            let fresh = record_from(&meta, String::new());
+            if fresh.hashed_at_ns - fresh.mtime_ns <= racy_margin(fresh.mtime_ns) {
+                return Ok(());
+            }
+            let sha = crate::fsutil::sha256_file(path)?;
+            self.hashed_bytes.fetch_add(meta.len(), Ordering::Relaxed);
+            self.insert(path, record_from(&meta, sha));
+            Ok(())
+        })
+    }
+
+    /// Whether records were refreshed since the last [`HashCache::take_touched`].
+    pub fn has_touched(&self) -> bool {
+        self.touched.lock().map(|t| !t.is_empty()).unwrap_or(true)
+    }
+
+    /// Pre-fills the cache with a digest an action computed while writing the file. The action
+    /// renamed the file into place complete, so on a file system with fine timestamps the
+    /// record is trusted at once (no re-hash of a just-written ISO by the next no-op build).
     pub fn remember(&self, path: &Path, sha256: &str) {
         if let Ok(meta) = fs::symlink_metadata(path) {
-            let rec = record_from(&meta, sha256.to_string());
+            let mut rec = record_from(&meta, sha256.to_string());
+            if rec.mtime_ns % 1000 != 0 {
+                rec.hashed_at_ns = rec.hashed_at_ns.max(rec.mtime_ns + RACY_FINE_NS + 1);
+            }
             self.insert(path, rec);
         }
     }
 
     fn insert(&self, path: &Path, rec: FileRecord) {
+        if let (Some(k), Ok(mut m)) = (inode_key(&rec), self.by_inode.lock()) {
+            m.insert(k, rec.clone());
+        }
         if let Ok(mut f) = self.files.lock() {
             f.insert(path.to_path_buf(), rec.clone());
         }
@@ -70,6 +216,22 @@ impl HashCache {
 
     /// Signature of one path: sha256 hex, `symlink:<target>`, `dir`, or `missing`.
     pub fn signature(&self, path: &Path) -> Result<String> {
+        if !self.memo_on.load(Ordering::SeqCst) {
+            return self.signature_now(path);
+        }
+        if let Some(s) = self.memo.lock().ok().and_then(|m| m.get(path).cloned()) {
+            return Ok(s);
+        }
+        let s = self.signature_now(path)?;
+        if self.memo_on.load(Ordering::SeqCst) {
+            if let Ok(mut m) = self.memo.lock() {
+                m.insert(path.to_path_buf(), s.clone());
+            }
+        }
+        Ok(s)
+    }
+
+    fn signature_now(&self, path: &Path) -> Result<String> {
         let meta = match fs::symlink_metadata(path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok("missing".into()),
@@ -83,27 +245,38 @@ impl HashCache {
         if meta.is_dir() {
             return Ok("dir".into());
         }
-        let mut known = None;
         if let Ok(files) = self.files.lock() {
             if let Some(rec) = files.get(path) {
-                if same_stat(rec, &meta) {
-                    if rec.hashed_at_ns - rec.mtime_ns > RACY_NS {
-                        return Ok(rec.sha256.clone());
-                    }
-                    known = Some(rec.sha256.clone());
+                if same_stat(rec, &meta) && trusted(rec) {
+                    return Ok(rec.sha256.clone());
                 }
             }
         }
-        let sha = crate::fsutil::sha256_file(path)?;
-        let rec = record_from(&meta, sha.clone());
-        // A re-hash that confirms the record and is itself still in the racy window teaches
-        // nothing: keep the old record, so a no-op run leaves the state DB untouched.
-        if known.as_deref() == Some(sha.as_str()) && rec.hashed_at_ns - rec.mtime_ns <= RACY_NS {
+        let key = stat_key(&meta);
+        let known = self.by_inode.lock().ok().and_then(|m| m.get(&key).cloned());
+        if let Some(rec) = known {
+            // Another path to the same inode (a hard link): same content, no read. Entries come
+            // from this run, or from the state DB when they passed the racy-mtime guard.
+            let sha = rec.sha256.clone();
+            self.insert(path, rec);
             return Ok(sha);
         }
+        let sha = crate::fsutil::sha256_file(path)?;
+        self.hashed_bytes.fetch_add(meta.len(), Ordering::Relaxed);
+        let rec = record_from(&meta, sha.clone());
         self.insert(path, rec);
         Ok(sha)
     }
+}
+
+fn stat_key(meta: &fs::Metadata) -> InodeKey {
+    use std::os::unix::fs::MetadataExt;
+    (
+        meta.dev(),
+        meta.ino(),
+        meta.len(),
+        meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+    )
 }
 
 fn record_from(meta: &fs::Metadata, sha256: String) -> FileRecord {
@@ -113,17 +286,16 @@ fn record_from(meta: &fs::Metadata, sha256: String) -> FileRecord {
         mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
         ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
         ino: meta.ino(),
+        dev: meta.dev(),
         sha256,
         hashed_at_ns: now_ns(),
     }
 }
 
+/// Same content as recorded, by stat: device, inode, size and mtime. The ctime is not compared:
+/// every new hard link to an inode changes it without changing the content.
 fn same_stat(rec: &FileRecord, meta: &fs::Metadata) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    rec.size == meta.len()
-        && rec.ino == meta.ino()
-        && rec.mtime_ns == meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128
-        && rec.ctime_ns == meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128
+    rec.dev != 0 && inode_key(rec) == Some(stat_key(meta))
 }
 
 /// Lists regular files and symlinks under `dir`, sorted (symlinks are not followed).
@@ -165,7 +337,7 @@ pub fn input_signatures(
                     present.to_string(),
                 );
                 // A task's own outputs are not its inputs (e.g. a manifest of the tree it is in).
-                paths.extend(walk_tree(d)?.into_iter().filter(|p| !exclude.contains(p)));
+                paths.extend(cache.walk(d)?.into_iter().filter(|p| !exclude.contains(p)));
             }
             Input::Value { key, value } => {
                 out.insert(format!("value:{key}"), value.clone());
@@ -229,5 +401,96 @@ fn pretty_key(k: &str) -> String {
         format!("tree {t}")
     } else {
         k.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hard_links_are_hashed_once_and_new_links_keep_the_cache() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a");
+        fs::write(&a, vec![7u8; 100_000]).unwrap();
+        for i in 0..5 {
+            fs::hard_link(&a, d.path().join(format!("l{i}"))).unwrap();
+        }
+        let cache = HashCache::default();
+        let want = crate::fsutil::sha256_file(&a).unwrap();
+        for i in 0..5 {
+            let p = d.path().join(format!("l{i}"));
+            assert_eq!(cache.signature(&p).unwrap(), want);
+        }
+        assert_eq!(cache.signature(&a).unwrap(), want);
+        assert_eq!(cache.hashed_bytes.load(Ordering::Relaxed), 100_000);
+
+        // A later run (records now past the racy guard): a new hard link changes every path's
+        // ctime but nothing is read again.
+        let mut files = cache.snapshot();
+        for r in files.values_mut() {
+            r.hashed_at_ns = r.mtime_ns + RACY_NS + 1;
+        }
+        fs::hard_link(&a, d.path().join("late")).unwrap();
+        let cache = HashCache::new(files);
+        for name in ["a", "l0", "l4", "late"] {
+            assert_eq!(cache.signature(&d.path().join(name)).unwrap(), want);
+        }
+        assert_eq!(cache.hashed_bytes.load(Ordering::Relaxed), 0);
+
+        // Different content (a new inode by rename) is hashed.
+        let tmp = d.path().join("tmp");
+        fs::write(&tmp, vec![8u8; 100_000]).unwrap();
+        fs::rename(&tmp, &a).unwrap();
+        assert_ne!(cache.signature(&a).unwrap(), want);
+        assert_eq!(cache.hashed_bytes.load(Ordering::Relaxed), 100_000);
+    }
+
+    #[test]
+    fn memo_answers_until_disabled() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a");
+        fs::write(&a, b"one").unwrap();
+        let cache = HashCache::default();
+        let one = cache.signature(&a).unwrap();
+        cache.enable_memo();
+        assert_eq!(cache.signature(&a).unwrap(), one);
+        assert_eq!(cache.walk(d.path()).unwrap(), vec![a.clone()]);
+        // Nothing changes files while the memo is on (the engine turns it off before any action
+        // or deletion): a stale answer here shows the memo is used.
+        fs::write(&a, b"two!").unwrap();
+        fs::write(d.path().join("b"), b"").unwrap();
+        assert_eq!(cache.signature(&a).unwrap(), one);
+        assert_eq!(cache.walk(d.path()).unwrap(), vec![a.clone()]);
+        cache.disable_memo();
+        assert_ne!(cache.signature(&a).unwrap(), one);
+        assert_eq!(cache.walk(d.path()).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn settle_makes_just_written_files_trusted_by_the_next_run() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a");
+        fs::write(&a, b"fresh content").unwrap();
+        // An mtime with nanosecond digits (a fine-timestamp file system), just now.
+        let t = UNIX_EPOCH
+            + std::time::Duration::from_nanos(((now_ns() - 1_000_000) / 1000 * 1000 + 123) as u64);
+        fs::File::options()
+            .write(true)
+            .open(&a)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+        let cache = HashCache::default();
+        let want = cache.signature(&a).unwrap();
+        let rec = cache.snapshot()[&a].clone();
+        assert_eq!(rec.mtime_ns % 1000, 123, "{rec:?}");
+        assert!(!trusted(&rec), "{rec:?}");
+        cache.settle().unwrap();
+        assert!(trusted(&cache.snapshot()[&a]));
+        let next = HashCache::new(cache.snapshot());
+        assert_eq!(next.signature(&a).unwrap(), want);
+        assert_eq!(next.hashed_bytes.load(Ordering::Relaxed), 0);
+        assert!(!next.has_touched());
     }
 }

@@ -25,6 +25,9 @@ pub struct FileRecord {
     pub ctime_ns: i128,
     /// Inode number.
     pub ino: u64,
+    /// Device number (0 in records written before it was kept: never matched by inode).
+    #[serde(default)]
+    pub dev: u64,
     /// sha256 hex of the content (`symlink:<target>` for symlinks).
     pub sha256: String,
     /// When the hash was taken (ns); a file modified in the same instant is re-hashed.
@@ -78,6 +81,14 @@ impl StateDb {
     /// Directory of the DB.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Whether the snapshot would change: a journal (of this run or a crashed one) or no
+    /// snapshot yet. A no-op build skips rewriting the snapshot.
+    pub fn has_pending(&self) -> bool {
+        self.journal.is_some()
+            || self.dir.join("state.journal").exists()
+            || !self.dir.join("state.json").exists()
     }
 
     /// Loads the snapshot and replays the journal. A damaged snapshot or a torn last journal

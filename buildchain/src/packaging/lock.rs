@@ -383,14 +383,16 @@ pub fn fetch(
     let mut repos: HashMap<String, RemoteRepo> = HashMap::new();
     let agent = remote::agent();
     let mut out = Vec::new();
-    for p in packages {
+    // (package index, url, sha256, size) of every download, resolved in order first.
+    let mut todo: Vec<(usize, String, String, u64)> = Vec::new();
+    for (i, p) in packages.iter().enumerate() {
         let (Some(sha), Some(size)) = (&p.sha256, p.size) else {
             bail!(
                 "package {}: not pinned (no sha256/size); run `buildchain packaging lock`",
                 p.nevra()
             );
         };
-        if !store.contains(sha) {
+        if !store.contains(sha) && !todo.iter().any(|t| &t.2 == sha) {
             let src = lock
                 .source(&p.source)
                 .with_context(|| format!("package {}: unknown source {:?}", p.nevra(), p.source))?;
@@ -423,25 +425,69 @@ pub fn fetch(
                     rp.checksum
                 );
             }
-            let url = remote::join_url(&repo.baseurl, &rp.href);
+            // Refused before any byte is fetched (free space, BUILDCHAIN_MAX_BLOB_BYTES).
             store.check_room(
                 &format!("package {} sha256:{sha}", p.nevra()),
                 size,
                 crate::images::registry::ClientOptions::default().max_blob_bytes,
             )?;
-            let mut body = remote::http_stream(&agent, &url)
-                .with_context(|| format!("package {}", p.nevra()))?;
-            stats.requests += 1;
-            let what = format!("package {} ({url})", p.nevra());
-            let n = store.put_verified(sha, Some(size), &mut body, &what)?;
-            stats.downloaded += 1;
-            stats.bytes += n;
-            on_progress(p, n);
+            todo.push((
+                i,
+                remote::join_url(&repo.baseurl, &rp.href),
+                sha.clone(),
+                size,
+            ));
         }
         out.push(FetchedRpm {
             package: p.clone(),
             blob: store.path(sha),
         });
+    }
+    // Downloads in parallel (`BUILDCHAIN_FETCH_JOBS`, default 8); results reported in lock
+    // order, the first failure (in that order) is the error.
+    let jobs = std::env::var("BUILDCHAIN_FETCH_JOBS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(8)
+        .clamp(1, 64);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let results: std::sync::Mutex<Vec<(usize, Result<u64>)>> = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.min(todo.len()) {
+            scope.spawn(|| loop {
+                use std::sync::atomic::Ordering::SeqCst;
+                let k = next.fetch_add(1, SeqCst);
+                if k >= todo.len() || failed.load(SeqCst) {
+                    break;
+                }
+                let (i, url, sha, size) = &todo[k];
+                let p = &packages[*i];
+                let r = remote::http_stream(&agent, url)
+                    .with_context(|| format!("package {}", p.nevra()))
+                    .and_then(|mut body| {
+                        let what = format!("package {} ({url})", p.nevra());
+                        store.put_verified(sha, Some(*size), &mut body, &what)
+                    });
+                if r.is_err() {
+                    failed.store(true, SeqCst);
+                }
+                if let Ok(mut v) = results.lock() {
+                    v.push((k, r));
+                }
+            });
+        }
+    });
+    let mut results = results
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("fetch results lock poisoned"))?;
+    results.sort_by_key(|r| r.0);
+    for (k, r) in results {
+        let n = r?;
+        stats.requests += 1;
+        stats.downloaded += 1;
+        stats.bytes += n;
+        on_progress(&packages[todo[k].0], n);
     }
     Ok((out, stats))
 }

@@ -101,11 +101,14 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
         );
         t = t.action(move |ctx| {
             let store = Store::open(&store_root)?;
-            let builder = ImageBuilder::new(&repo_root, store, inventory.clone(), epoch);
+            let builder = ImageBuilder::new(&repo_root, store.clone(), inventory.clone(), epoch);
             let progress = ctx.progress(None, &format!("{name_c}:{tag}"));
             let files = builder.materialize(&name_c, &images_root, &prefix, Some(&progress));
             progress.finish();
             for f in files? {
+                if let Some(hex) = linked_store_blob(&store, &f) {
+                    ctx.record_digest(&f, hex);
+                }
                 ctx.add_output(f);
             }
             Ok(())
@@ -120,6 +123,28 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
             .deps(names),
     );
     Ok(tasks)
+}
+
+/// The digest of `p` when it is a hard link of the store blob its name says: the store verified
+/// those bytes when it took them, so the engine need not read them again.
+fn linked_store_blob(store: &Store, p: &Path) -> Option<String> {
+    let name = p.file_name()?.to_str()?;
+    is_store_link(store, p, name).then(|| name.to_string())
+}
+
+/// Whether `p` is a hard link of the (verified) store blob `hex`.
+pub(crate) fn is_store_link(store: &Store, p: &Path, hex: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if !crate::store::is_sha256_hex(hex) {
+        return false;
+    }
+    match (
+        std::fs::symlink_metadata(p),
+        std::fs::symlink_metadata(store.path(hex)),
+    ) {
+        (Ok(a), Ok(b)) => a.is_file() && a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 fn rel(root: &Path, p: &Path) -> String {

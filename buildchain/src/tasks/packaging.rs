@@ -85,6 +85,16 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
                 let (files, _stats) =
                     product2.fetch_repo(&plan2, &repo2, &store, &mut |_, n| bar.inc(n))?;
                 bar.finish();
+                let dir = product2.repo_dir(&repo2);
+                for p in &plan2.repos[&repo2].locked {
+                    // Links of verified store blobs: the engine need not read them again.
+                    let (Some(sha), dest) = (&p.sha256, dir.join(p.file_name())) else {
+                        continue;
+                    };
+                    if super::images::is_store_link(&store, &dest, sha) {
+                        ctx.record_digest(&dest, sha.clone());
+                    }
+                }
                 for f in files {
                     ctx.add_output(f);
                 }

@@ -1,5 +1,6 @@
 //! `cargo xtask bench <what>`: benchmarks against the classic tools, in the same run.
 
+mod e2e;
 mod images;
 mod iso;
 mod registry_config;
@@ -28,6 +29,7 @@ Benchmarks against the classic tools, in the same run (build with --release)
 Usage: cargo xtask bench <BENCHMARK> [OPTIONS]
 
 Benchmarks:
+  e2e                cargo xtask iso vs the classic pipeline on the scale fixture (cold, warm, noop, salt_edit, image_bump) [--json] [--runs R] [--fixture DIR] [fixture flags]
   iso                ISO mastering vs xorriso + implantisomd5 [--blobs N] [--blob-mib M] [--small N] [--runs R] [--keep]
   images             image fetch from a local docker-registry vs skopeo copy + hardlink [--runs N] [--bases N] [--apps N] [--base-mib N] [--app-mib N]
   registry-config    static-registry nginx configuration vs the classic script
@@ -51,6 +53,7 @@ pub fn main(args: &[String]) -> ExitCode {
     let rest = &args[1..];
     let result = match name.as_str() {
         "iso" => iso::run(rest),
+        "e2e" => e2e::run(rest),
         "images" => images::run(rest),
         "registry-config" => registry_config::run(rest),
         "repodata" => repodata::run(rest),

@@ -285,6 +285,27 @@ fn sort_map(
     sorted.into_iter().collect()
 }
 
+/// Reads `KEY=value` lines of `product.txt` (values as [`shell_quote`] writes them).
+pub fn read_product_txt(path: &Path) -> Result<BTreeMap<String, String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut out = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            anyhow::bail!("{}:{}: expected KEY=value", path.display(), i + 1);
+        };
+        let v = match v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
+            Some(inner) => inner.replace("'\\''", "'"),
+            None => v.to_string(),
+        };
+        out.insert(k.to_string(), v);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,25 +333,4 @@ mod tests {
         assert_eq!(shell_quote("a b'c"), "'a b'\\''c'");
         assert_eq!(shell_quote(""), "''");
     }
-}
-
-/// Reads `KEY=value` lines of `product.txt` (values as [`shell_quote`] writes them).
-pub fn read_product_txt(path: &Path) -> Result<BTreeMap<String, String>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut out = BTreeMap::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let Some((k, v)) = line.split_once('=') else {
-            anyhow::bail!("{}:{}: expected KEY=value", path.display(), i + 1);
-        };
-        let v = match v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
-            Some(inner) => inner.replace("'\\''", "'"),
-            None => v.to_string(),
-        };
-        out.insert(k.to_string(), v);
-    }
-    Ok(out)
 }

@@ -13,8 +13,7 @@
 //! its wall time and peak RSS are measured like skopeo's).
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -108,42 +107,9 @@ fn walkdir(p: &Path) -> Vec<PathBuf> {
 fn start_relay(upstream: u16) -> Result<(u16, Arc<AtomicU64>)> {
     let l = TcpListener::bind("127.0.0.1:0")?;
     let port = l.local_addr()?.port();
-    let down = Arc::new(AtomicU64::new(0));
-    let d = down.clone();
-    std::thread::spawn(move || {
-        for c in l.incoming().flatten() {
-            let d = d.clone();
-            std::thread::spawn(move || {
-                let Ok(up) = TcpStream::connect(("127.0.0.1", upstream)) else {
-                    return;
-                };
-                let (mut c2, mut up2) = (c.try_clone().unwrap(), up.try_clone().unwrap());
-                let t = std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut c2, &mut up2);
-                    let _ = up2.shutdown(std::net::Shutdown::Write);
-                });
-                let (mut up, mut c) = (up, c);
-                let mut buf = vec![0u8; 256 * 1024];
-                loop {
-                    match up.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            d.fetch_add(n as u64, Ordering::Relaxed);
-                            if c.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-                let _ = c.shutdown(std::net::Shutdown::Write);
-                let _ = t.join();
-            });
-        }
-    });
-    Ok((port, down))
+    Ok((port, crate::fixture::relay_from(l, upstream)))
 }
 
-/// Runs `cmd` under `/usr/bin/time`; returns (wall seconds, peak RSS KiB, stdout).
 fn timed(cmd: &mut Command, what: &str) -> Result<(f64, u64, String)> {
     let tf = std::env::temp_dir().join(format!("bench-images-time-{}", std::process::id()));
     let prog = cmd.get_program().to_owned();

@@ -180,6 +180,36 @@ fn iso9660_master(root: &Path, f: &mut std::fs::File) -> Result<()> {
     Ok(())
 }
 
+/// The preamble of the ISO-checking benchmarks: `--size-mib N` (default 1088) and `--runs N`
+/// (default 3), the classic tools present, a work directory `/tmp/bench-<name>-<pid>` and the
+/// benchmark ISO made in it by `make_iso`. Returns (work dir, ISO, runs).
+pub(super) fn iso_bench_setup(
+    args: &[String],
+    name: &str,
+    make_iso: fn(&Path, u64) -> Result<PathBuf>,
+) -> Result<(TempDir, PathBuf, usize)> {
+    let mut size_mib = 1088u64;
+    let mut runs = 3usize;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--size-mib" => size_mib = super::option_value(&mut it, a)?,
+            "--runs" => runs = super::option_value(&mut it, a)?,
+            other => bail!("unknown option {other:?} (--size-mib N, --runs N)"),
+        }
+    }
+    for t in ["checkisomd5", "sha256sum"] {
+        testkit::require_tool(t);
+    }
+    let work = TempDir(PathBuf::from(format!(
+        "/tmp/bench-{name}-{}",
+        std::process::id()
+    )));
+    std::fs::create_dir_all(work.path())?;
+    let iso = make_iso(work.path(), size_mib)?;
+    Ok((work, iso, runs))
+}
+
 /// A directory removed on drop.
 pub(super) struct TempDir(pub(super) PathBuf);
 impl TempDir {
@@ -222,26 +252,8 @@ pub(super) fn median(mut v: Vec<f64>) -> f64 {
 
 /// Runs the benchmark and prints a report (medians, ratio vs the classic tools, peak RSS).
 pub fn run(args: &[String]) -> Result<()> {
-    let mut size_mib = 1088u64;
-    let mut runs = 3usize;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--size-mib" => size_mib = super::option_value(&mut it, a)?,
-            "--runs" => runs = super::option_value(&mut it, a)?,
-            other => bail!("unknown option {other:?} (--size-mib N, --runs N)"),
-        }
-    }
-    for t in ["checkisomd5", "sha256sum"] {
-        testkit::require_tool(t);
-    }
-    let work = TempDir(PathBuf::from(format!(
-        "/tmp/bench-solution-{}",
-        std::process::id()
-    )));
-    std::fs::create_dir_all(work.path())?;
     let t = Instant::now();
-    let iso = make_iso(work.path(), size_mib)?;
+    let (work, iso, runs) = super::solution::iso_bench_setup(args, "solution", make_iso)?;
     let size = std::fs::metadata(&iso)?.len();
     let iso_s = iso.to_str().context("non-UTF-8 temp path")?;
     println!(

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use super::solution::{image, median, random_blob, timed, TempDir};
+use super::solution::{image, median, random_blob, timed};
 
 /// Runs `cmd` under `/usr/bin/time`; returns (wall seconds, peak RSS KiB, CPU seconds user+sys).
 fn timed_cpu(cmd: &[&str]) -> Result<(f64, u64, f64)> {
@@ -106,26 +106,8 @@ fn walkdir_sorted(root: &Path) -> Result<Vec<PathBuf>> {
 
 /// Runs the benchmark and prints a report.
 pub fn run(args: &[String]) -> Result<()> {
-    let mut size_mib = 1088u64;
-    let mut runs = 3usize;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--size-mib" => size_mib = super::option_value(&mut it, a)?,
-            "--runs" => runs = super::option_value(&mut it, a)?,
-            other => bail!("unknown option {other:?} (--size-mib N, --runs N)"),
-        }
-    }
-    for t in ["checkisomd5", "sha256sum"] {
-        testkit::require_tool(t);
-    }
-    let work = TempDir(PathBuf::from(format!(
-        "/tmp/bench-verify-{}",
-        std::process::id()
-    )));
-    std::fs::create_dir_all(work.path())?;
     let t = Instant::now();
-    let iso = make_iso(work.path(), size_mib)?;
+    let (work, iso, runs) = super::solution::iso_bench_setup(args, "verify", make_iso)?;
     let size = std::fs::metadata(&iso)?.len();
     let iso_s = iso.to_str().context("non-UTF-8 temp path")?;
     let gib = size as f64 / (1u64 << 30) as f64;

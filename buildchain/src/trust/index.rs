@@ -10,14 +10,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 use rayon::prelude::*;
-use serde_json::Value;
 
 use super::contents::{
-    BlobEntry, Builder, ContentIndex, FileEntry, ImageEntry, RpmEntry, CONTENTS_FILE,
-    CONTENTS_SCHEMA, CONTENTS_SIGNATURE_FILE,
+    Builder, ContentIndex, FileEntry, ImageEntry, RpmEntry, CONTENTS_FILE, CONTENTS_SCHEMA,
+    CONTENTS_SIGNATURE_FILE,
 };
 use crate::images::layout::DIR_VERSION;
-use crate::images::manifest::Manifest;
 
 /// sha256 (hex) of a file.
 pub type Hasher<'a> = &'a (dyn Fn(&Path) -> Result<String> + Sync);
@@ -86,88 +84,22 @@ pub fn image_dirs(root: &Path) -> Result<Vec<(String, String, PathBuf)>> {
     Ok(out)
 }
 
-fn platform_of(v: &Value) -> Option<String> {
-    let os = v.get("os")?.as_str()?;
-    let arch = v.get("architecture")?.as_str()?;
-    Some(match v.get("variant").and_then(Value::as_str) {
-        Some(var) if !var.is_empty() => format!("{os}/{arch}/{var}"),
-        _ => format!("{os}/{arch}"),
-    })
-}
-
-fn read_json(p: &Path) -> Result<Value> {
-    let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
-    serde_json::from_slice(&bytes).with_context(|| format!("{}: not JSON", p.display()))
-}
-
-/// Adds the config and layers of an image manifest to `blobs`; returns its platform (from the
-/// config blob, which is in `dir`).
-fn add_image_blobs(
-    dir: &Path,
-    bytes: &[u8],
-    what: &str,
-    blobs: &mut Vec<BlobEntry>,
-) -> Result<Option<String>> {
-    let m = Manifest::parse(bytes, None).with_context(|| what.to_string())?;
-    let Manifest::Image { config, layers, .. } = m else {
-        return Err(anyhow!("{what}: an index inside an index is not supported"));
-    };
-    for d in std::iter::once(&config).chain(layers.iter()) {
-        blobs.push(BlobEntry {
-            digest: d.digest.clone(),
-            size: d.size,
-        });
-    }
-    // The platform is informative: a config that is absent or not JSON (a sized placeholder of
-    // `plan`) gives none rather than an error.
-    let cfg = dir.join(config.hex());
-    Ok(read_json(&cfg).ok().and_then(|v| platform_of(&v)))
-}
-
-/// The index entry of the `dir:` layout in `dir`.
+/// The index entry of the `dir:` layout in `dir` ([`super::index_reader::image_entry`] over the
+/// files of the directory).
 pub fn image_entry(name: &str, tag: &str, dir: &Path) -> Result<ImageEntry> {
     let mpath = dir.join("manifest.json");
-    let what = mpath.display().to_string();
-    let bytes = std::fs::read(&mpath).with_context(|| format!("cannot read {what}"))?;
-    let digest = format!("sha256:{}", crate::fsutil::sha256_bytes(&bytes));
-    let m = Manifest::parse(&bytes, None).with_context(|| what.clone())?;
-    let mut blobs = Vec::new();
-    let mut platforms = Vec::new();
-    match &m {
-        Manifest::Image { .. } => {
-            platforms.extend(add_image_blobs(dir, &bytes, &what, &mut blobs)?);
+    let bytes =
+        std::fs::read(&mpath).with_context(|| format!("cannot read {}", mpath.display()))?;
+    super::index_reader::image_entry(name, tag, &bytes, |f| {
+        let p = dir.join(f);
+        if !p.is_file() {
+            return Ok(None);
         }
-        Manifest::Index { manifests, .. } => {
-            for (d, p) in manifests {
-                // Only the platforms kept in the layout (`<hex>.manifest.json`) are served.
-                let child = dir.join(format!("{}.manifest.json", d.hex()));
-                if !child.is_file() {
-                    continue;
-                }
-                blobs.push(BlobEntry {
-                    digest: d.digest.clone(),
-                    size: d.size,
-                });
-                let cbytes = std::fs::read(&child)
-                    .with_context(|| format!("cannot read {}", child.display()))?;
-                let from_cfg =
-                    add_image_blobs(dir, &cbytes, &child.display().to_string(), &mut blobs)?;
-                platforms.extend(p.as_ref().and_then(platform_of).or(from_cfg));
-            }
-        }
-    }
-    platforms.sort();
-    platforms.dedup();
-    blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
-    blobs.dedup();
-    Ok(ImageEntry {
-        name: name.to_string(),
-        tag: tag.to_string(),
-        digest,
-        media_type: m.media_type().to_string(),
-        platforms,
-        blobs,
+        std::fs::read(&p)
+            .map(Some)
+            .with_context(|| format!("cannot read {}", p.display()))
     })
+    .with_context(|| mpath.display().to_string())
 }
 
 /// Every image of the tree.

@@ -34,60 +34,61 @@ pub fn platform_string(p: &Value) -> Option<String> {
 }
 
 /// The index entry of one image directory, from its `manifest.json` bytes and a reader of the
-/// other files of the directory (child manifests, config blobs).
+/// other files of the directory (child manifests, config blobs; `Ok(None)` when absent). The one
+/// definition both the index writer and `verify` use. An index lists the children present (the
+/// platforms kept); platforms are informative: a child's comes from its index entry, else from
+/// its config, and a config that is absent or not JSON gives none.
 pub fn image_entry(
     name: &str,
     tag: &str,
     manifest_bytes: &[u8],
-    mut read: impl FnMut(&str) -> Result<Vec<u8>>,
+    mut read: impl FnMut(&str) -> Result<Option<Vec<u8>>>,
 ) -> Result<ImageEntry> {
     let m = manifest::parse(manifest_bytes)?;
     let mut blobs = Vec::new();
     let mut platforms = Vec::new();
+    // Adds the config and layers of an image manifest; returns the platform its config names.
     let add_manifest = |m: &manifest::Manifest,
-                        read: &mut dyn FnMut(&str) -> Result<Vec<u8>>,
-                        blobs: &mut Vec<BlobEntry>,
-                        platforms: &mut Vec<String>|
-     -> Result<()> {
+                        read: &mut dyn FnMut(&str) -> Result<Option<Vec<u8>>>,
+                        blobs: &mut Vec<BlobEntry>| {
         for b in &m.blobs {
             blobs.push(BlobEntry {
                 digest: format!("sha256:{}", b.hex),
                 size: b.size,
             });
         }
-        if let Some(cfg) = m.blobs.first() {
-            let bytes = read(&cfg.hex)?;
-            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            if let Some(p) = platform_string(&v) {
-                platforms.push(p);
-            }
-        }
-        Ok(())
+        let cfg = m.blobs.first()?;
+        let v: Value = serde_json::from_slice(&read(&cfg.hex).ok()??).ok()?;
+        platform_string(&v)
     };
     if m.is_index() {
         let v: Value = serde_json::from_slice(manifest_bytes)?;
-        for c in v
+        let entries: Vec<&Value> = v
             .get("manifests")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-        {
-            if let Some(p) = c.get("platform").and_then(platform_string) {
-                platforms.push(p);
-            }
-        }
+            .collect();
         for c in &m.children {
+            let digest = format!("sha256:{}", c.hex);
+            let listed = entries
+                .iter()
+                .find(|e| e.get("digest").and_then(Value::as_str) == Some(digest.as_str()))
+                .and_then(|e| e.get("platform"))
+                .and_then(platform_string);
+            let Some(cb) = read(&format!("{}.manifest.json", c.hex))? else {
+                continue;
+            };
             blobs.push(BlobEntry {
-                digest: format!("sha256:{}", c.hex),
+                digest,
                 size: c.size,
             });
-            let cb = read(&format!("{}.manifest.json", c.hex))?;
             let cm = manifest::parse(&cb)?;
-            let mut ignored = Vec::new();
-            add_manifest(&cm, &mut read, &mut blobs, &mut ignored)?;
+            let from_config = add_manifest(&cm, &mut read, &mut blobs);
+            platforms.extend(listed.or(from_config));
         }
     } else {
-        add_manifest(&m, &mut read, &mut blobs, &mut platforms)?;
+        platforms.extend(add_manifest(&m, &mut read, &mut blobs));
     }
     blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
     blobs.dedup();

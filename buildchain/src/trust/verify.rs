@@ -869,16 +869,14 @@ fn check_images(m: &Medium, index: Option<&ContentIndex>, rep: &mut Report) {
         let mut refs: Vec<(String, manifest::Descriptor)> = Vec::new();
         let entry = super::index_reader::image_entry(name, tag, bytes, |file| {
             // Child manifests are captured; config blobs are only needed for platforms.
-            m.captured(&format!("{dir}/{file}"))
-                .map(<[u8]>::to_vec)
-                .ok_or_else(|| anyhow::anyhow!("{dir}/{file} is absent"))
-                .or_else(|e| {
-                    if file.ends_with(".manifest.json") {
-                        Err(e)
-                    } else {
-                        Ok(b"{}".to_vec())
-                    }
-                })
+            // An absent child manifest fails the entry (reported as a missing child below).
+            match m.captured(&format!("{dir}/{file}")) {
+                Some(b) => Ok(Some(b.to_vec())),
+                None if file.ends_with(".manifest.json") => {
+                    Err(anyhow::anyhow!("{dir}/{file} is absent"))
+                }
+                None => Ok(None),
+            }
         });
         let parsed = match manifest::parse(bytes) {
             Ok(p) => p,

@@ -17,7 +17,7 @@ pub mod writer;
 pub use md5sum::{check, implant, CheckReport, CheckStatus};
 pub use reader::{structure_problems, Entry, EntryKind, IsoReader, Namespace};
 pub use writer::{
-    master, master_with_total, normalized_mode, predict_size, MasterOptions, MasterReport,
+    master, master_with_total, normalized_mode, predict_size, Image, MasterOptions, MasterReport,
 };
 
 /// Size of an ISO-9660 logical sector.

@@ -42,7 +42,75 @@ pub fn master_atomic_progress(
         progress: Some(&on_progress),
         keep_modes: false,
     };
-    master_with_options(dir, output, &opts, true, &|total| progress.add_total(total))
+    let state = resume_state_path(dir, output);
+    master_resumable(dir, output, &opts, state.as_deref(), &|total| {
+        progress.add_total(total)
+    })
+}
+
+/// Where the [`iso9660_writer::ResumeState`] of `output` is kept: in the build root (the parent
+/// of the ISO tree `dir`), named after the ISO.
+fn resume_state_path(dir: &Path, output: &Path) -> Option<std::path::PathBuf> {
+    let name = output.file_name()?.to_str()?;
+    Some(dir.parent()?.join(format!(".{name}.resume")))
+}
+
+/// [`master_with_options`] (durable), reusing the stable prefix of the ISO already at `output`
+/// when the resume state at `state` describes it (an incremental re-master: same bytes as a
+/// full one); then records the new state there. The previous ISO stays intact until the new
+/// one replaces it.
+pub fn master_resumable(
+    dir: &Path,
+    output: &Path,
+    opts: &iso9660_writer::MasterOptions,
+    state: Option<&Path>,
+    on_total: &dyn Fn(u64),
+) -> Result<MasterReport> {
+    let Some(state_path) = state else {
+        return master_with_options(dir, output, opts, true, on_total);
+    };
+    let caller_progress = opts.progress;
+    let report_progress = |n: u64| {
+        crate::testhook::kill_point("master");
+        if let Some(p) = caller_progress {
+            p(n);
+        }
+    };
+    let opts = iso9660_writer::MasterOptions {
+        volume_id: opts.volume_id.clone(),
+        timestamp: opts.timestamp,
+        implant_md5: opts.implant_md5,
+        progress: Some(&report_progress),
+        keep_modes: opts.keep_modes,
+    };
+    let prev_state = std::fs::read_to_string(state_path)
+        .ok()
+        .and_then(|t| iso9660_writer::ResumeState::parse(&t));
+    let prev_image = std::fs::File::open(output).ok();
+    let previous = match (&prev_image, &prev_state) {
+        (Some(image), Some(state)) => Some(iso9660_writer::Previous { image, state }),
+        _ => None,
+    };
+    // A state left from an interrupted run must not outlive the image it describes.
+    let _ = std::fs::remove_file(state_path);
+    let mut out = crate::fsutil::AtomicFile::create(output)?;
+    let (report, next) =
+        iso9660_writer::master_resuming(dir, out.file(), &opts, previous, on_total).with_context(
+            || format!("cannot master {} into {}", dir.display(), output.display()),
+        )?;
+    drop(prev_image);
+    out.set_mode(0o644)?;
+    out.commit_with(true)?;
+    if let Some(next) = next {
+        let meta = std::fs::metadata(output)
+            .with_context(|| format!("cannot stat {}", output.display()))?;
+        crate::fsutil::write_if_changed(
+            state_path,
+            next.bind(&meta).to_text().as_bytes(),
+            Some(0o644),
+        )?;
+    }
+    Ok(report)
 }
 
 /// Like [`master_atomic`]; with `durable = false` the temp file is renamed into place without

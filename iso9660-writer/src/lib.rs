@@ -9,6 +9,7 @@
 //! - [`reader::IsoReader`] walks an image (Rock Ridge names, Joliet or plain fallback), and streams
 //!   file contents; it is hardened against hostile images (errors, never panics).
 
+pub mod md5core;
 pub mod md5sum;
 pub mod reader;
 mod util;
@@ -17,7 +18,8 @@ pub mod writer;
 pub use md5sum::{check, implant, CheckReport, CheckStatus};
 pub use reader::{structure_problems, Entry, EntryKind, IsoReader, Namespace};
 pub use writer::{
-    master, master_with_total, normalized_mode, predict_size, Image, MasterOptions, MasterReport,
+    master, master_resuming, master_with_total, normalized_mode, predict_size, Image,
+    MasterOptions, MasterReport, Previous, ResumeState,
 };
 
 /// Size of an ISO-9660 logical sector.

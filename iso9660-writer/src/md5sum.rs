@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
-use md5::{Digest, Md5};
+use crate::md5core::{Md5, Md5State};
 
 use crate::{Error, Result, SECTOR_SIZE};
 
@@ -30,6 +30,7 @@ const FRAG_CHARS: usize = 3;
 ///
 /// Bytes of the application-use field must be fed as spaces (the writer writes spaces there
 /// first; [`implant`] and [`check`] blank them while reading).
+#[derive(Clone)]
 pub struct Md5Implanter {
     md5: Md5,
     pos: u64,
@@ -51,6 +52,37 @@ impl Md5Implanter {
             prev_fragment: 0,
             fragments: [b' '; (FRAGMENT_COUNT as usize) * FRAG_CHARS],
         }
+    }
+
+    /// The state after the bytes fed so far (`None` unless their count is a multiple of 64),
+    /// so a later run can [`resume`](Self::resume) from the same prefix.
+    pub fn export(&self) -> Option<ImplanterState> {
+        Some(ImplanterState {
+            md5: self.md5.export()?,
+            hashed_len: self.hashed_len,
+            prev_fragment: self.prev_fragment,
+            fragments: self.fragments,
+        })
+    }
+
+    /// Resumes an exported computation (`None` if the state is inconsistent).
+    pub fn resume(s: &ImplanterState) -> Option<Self> {
+        if s.md5.len > s.hashed_len {
+            return None;
+        }
+        Some(Md5Implanter {
+            md5: Md5::resume(s.md5)?,
+            pos: s.md5.len,
+            hashed_len: s.hashed_len,
+            fragment_size: (s.hashed_len / (FRAGMENT_COUNT + 1)).max(1),
+            prev_fragment: s.prev_fragment,
+            fragments: s.fragments,
+        })
+    }
+
+    /// Number of bytes fed so far.
+    pub fn position(&self) -> u64 {
+        self.pos
     }
 
     /// Number of bytes still expected.
@@ -89,6 +121,19 @@ impl Md5Implanter {
         let frags = String::from_utf8_lossy(&self.fragments).into_owned();
         (md5, frags)
     }
+}
+
+/// The exported state of an [`Md5Implanter`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImplanterState {
+    /// MD5 state (its `len` is the image offset reached).
+    pub md5: Md5State,
+    /// Bytes the MD5 covers.
+    pub hashed_len: u64,
+    /// Fragment index of the last chunk boundary seen.
+    pub prev_fragment: u64,
+    /// Fragment characters computed so far (spaces for the rest).
+    pub fragments: [u8; (FRAGMENT_COUNT as usize) * FRAG_CHARS],
 }
 
 fn first_hex_char(b: u8) -> u8 {

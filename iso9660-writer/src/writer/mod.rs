@@ -1,11 +1,17 @@
 //! The ISO-9660 writer: [`master`].
 //!
 //! Layout (in sectors): 0-15 system area (zeros), 16 PVD, 17 Joliet SVD, 18 terminator, path
-//! tables (L and M, primary then Joliet), primary directories (breadth-first, each followed by
-//! the Rock Ridge continuation areas of its records, where streaming readers such as libarchive
-//! expect them), Joliet directories, file data (tree order, each distinct content once), one
-//! zero sector used by empty files and symlinks, then 150 sectors of padding (so the 15 sectors
-//! `checkisomd5` skips hold no data).
+//! tables (L and M, primary then Joliet), one zero sector used by empty files and symlinks; then
+//! the *stable* part: the directories holding bulk files (≥ 1 MiB, e.g. image layers) and their
+//! ancestors (primary ones breadth-first, each followed by the Rock Ridge continuation areas of
+//! its records, where streaming readers such as libarchive expect them; then the Joliet ones),
+//! and the bulk data (tree order, each distinct content once); then the *volatile* part: the
+//! other directories, the small files; then at least 150 sectors of padding (so the 15 sectors
+//! `checkisomd5` skips hold no data), the volume size rounded up to a power of two of at most
+//! 1/1024 of the stable part (≤ 0.1 % waste). Every directory still precedes what it lists (a
+//! streaming reader never seeks back), and a small edit outside the bulk directories leaves
+//! the image prefix up to the volatile part unchanged, PVD included: [`master_resuming`] reuses
+//! it (see `resume.rs`). The layout is a pure function of the tree.
 //!
 //! Names: primary identifiers are upper-case d-characters, `NAME.EXT;1` for files (name + ext
 //! ≤ 30, ext ≤ 8) and `NAME` for directories (≤ 31), a decimal suffix resolving collisions;
@@ -19,7 +25,7 @@
 //! image is mounted read-only and read by unprivileged users, so every entry is world-readable
 //! whatever the source modes or umask (see [`normalized_mode`]).
 //!
-//! Performance: the MD5 runs on its own thread (`md-5` with its assembly core); the final SHA-256
+//! Performance: the MD5 runs on its own thread ([`crate::md5core`]); the final SHA-256
 //! needs the implanted PVD first, so it is a second sequential pass over the image, served from
 //! the page cache (wall time ≈ MD5 + SHA-256 of the image). Set `ISO9660_WRITER_TRACE=1` to get
 //! phase timings on stderr.

@@ -378,8 +378,8 @@ impl Builder {
     }
 
     /// Writes the image into `out`. With `resume` (an MD5 state at the end of the stable
-    /// prefix), `out` already holds the prefix and is positioned after it: only the rest is
-    /// written. Returns the report and the MD5 state at the end of the prefix (`implant_md5`).
+    /// prefix), `out` is positioned after the prefix: only the rest and the isomd5sum record are
+    /// written, and the SHA-256 is left to the caller (which copies the prefix). Returns the report and the MD5 state at the end of the prefix (`implant_md5`).
     fn write<W: Image>(
         &self,
         out: &mut W,
@@ -462,8 +462,11 @@ impl Builder {
                     .map_err(|e| Error::io("seek output", e))?;
                 out.write_all(&text)
                     .map_err(|e| Error::io("write isomd5sum record", e))?;
-                report.sha256_hex = sha256_of(out, total)?;
-                t.mark("sha256 of the implanted image");
+                // Resumed: the caller copies the prefix and hashes the image in one pass.
+                if start == 0 {
+                    report.sha256_hex = sha256_of(out, total)?;
+                    t.mark("sha256 of the implanted image");
+                }
                 report.md5_hex = Some(md5);
             }
             None => report.sha256_hex = done.sha.unwrap_or_default(),

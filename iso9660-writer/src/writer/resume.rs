@@ -5,20 +5,23 @@
 //! and the bulk data. A full master exports the isomd5sum state at the end of that prefix; the
 //! next master, if the prefix it would write is the same (same metadata bytes, same bulk files
 //! by device, inode, size and mtime, same volume size) and the previous image is the one the
-//! state describes, copies the prefix from it (`copy_file_range`, a reflink where the file
-//! system offers one), resumes the MD5 there and writes only the rest. The bytes are those of a
-//! full master; only the final SHA-256 still reads the whole image.
+//! state describes, resumes the MD5 there and writes only the rest, then copies the prefix from
+//! the previous image while computing the SHA-256 of the new one (one pass: the SHA-256 must
+//! read the whole image anyway, since the isomd5sum record in the PVD changed). The bytes are
+//! those of a full master.
 
 use std::fs::{File, Metadata};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+use super::sink::copy_prefix_and_sha;
 use super::{Builder, MasterOptions, MasterReport, Piece, Trace, MAX_EXTENT};
 use crate::md5core::Md5State;
-use crate::md5sum::{ImplanterState, Md5Implanter, FRAGMENT_COUNT};
+use crate::md5sum::{self, ImplanterState, Md5Implanter, FRAGMENT_COUNT};
 use crate::{Error, Result, SECTOR_SIZE};
 
 /// Format tag of [`ResumeState`] (bump when the layout or the key changes).
@@ -156,9 +159,20 @@ pub fn master_resuming(
         .map_err(|e| Error::io("truncate output", e))?;
     if let Some(p) = previous.filter(|p| opts.implant_md5 && reusable(p, key, prefix, total)) {
         if let Some(md5) = Md5Implanter::resume(&p.state.md5) {
-            copy_prefix(p.image, out, prefix)?;
-            t.mark("prefix copied");
-            let (report, _) = b.write(out, opts, &t, Some(md5))?;
+            out.seek(SeekFrom::Start(prefix))
+                .map_err(|e| Error::io("seek output", e))?;
+            let (mut report, _) = b.write(out, opts, &t, Some(md5))?;
+            let mut record = [0u8; md5sum::APP_USE_SIZE];
+            out.read_exact_at(&mut record, md5sum::APP_USE_OFFSET)
+                .map_err(|e| Error::io("re-read the isomd5sum record", e))?;
+            report.sha256_hex = copy_prefix_and_sha(
+                p.image,
+                out,
+                prefix,
+                total,
+                (md5sum::APP_USE_OFFSET, &record),
+            )?;
+            t.mark("prefix copied, sha256 of the image");
             return Ok((report, Some(make(p.state.md5.clone()))));
         }
     }
@@ -178,24 +192,6 @@ fn reusable(p: &Previous, key: [u8; 32], prefix: u64, total: u64) -> bool {
         && s.total_bytes == total
         && s.md5.md5.len == prefix
         && prefix > 0
-}
-
-/// Copies the first `len` bytes of `from` to the start of `to` (`copy_file_range` through
-/// `std::io::copy`) and leaves `to` positioned after them.
-fn copy_prefix(from: &File, to: &mut File, len: u64) -> Result<()> {
-    let mut src = from;
-    src.seek(SeekFrom::Start(0))
-        .map_err(|e| Error::io("seek previous image", e))?;
-    to.seek(SeekFrom::Start(0))
-        .map_err(|e| Error::io("seek output", e))?;
-    let n = std::io::copy(&mut src.take(len), to)
-        .map_err(|e| Error::io("copy the previous image's prefix", e))?;
-    if n != len {
-        return Err(Error::Source(format!(
-            "previous image shorter than its recorded prefix ({n} < {len} bytes)"
-        )));
-    }
-    Ok(())
 }
 
 impl Builder {

@@ -52,6 +52,72 @@ pub(super) fn sha256_of<W: Image>(f: &mut W, len: u64) -> Result<String> {
     })
 }
 
+/// Copies the first `prefix` bytes of `prev` into `out` (same offsets) with `patch` (offset,
+/// bytes) applied on the way, and returns the SHA-256 of `out`'s first `total` bytes: the
+/// prefix as copied, then the rest re-read from `out`. One pass: a helper thread reads, this one
+/// hashes and writes (the SHA-256 is the bottleneck, the copies ride along).
+pub(super) fn copy_prefix_and_sha(
+    prev: &File,
+    out: &File,
+    prefix: u64,
+    total: u64,
+    patch: (u64, &[u8]),
+) -> Result<String> {
+    use std::os::unix::fs::FileExt;
+    let (tx, rx) = mpsc::sync_channel::<std::io::Result<(u64, Buf)>>(4);
+    let (ret_tx, ret_rx) = mpsc::channel::<Buf>();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let mut pos = 0u64;
+            while pos < total {
+                let mut buf = ret_rx.try_recv().unwrap_or_else(|_| Buf::new());
+                // Prefix from the previous image, the rest from the new one (already written).
+                let (src, end) = if pos < prefix {
+                    (prev, prefix)
+                } else {
+                    (out, total)
+                };
+                let n = ((end - pos) as usize).min(IO_BUF);
+                buf.len = 0;
+                let r = src.read_exact_at(&mut buf.spare()[..n], pos).map(|_| {
+                    buf.len = n;
+                    (pos, buf)
+                });
+                let failed = r.is_err();
+                if tx.send(r).is_err() || failed {
+                    return;
+                }
+                pos += n as u64;
+            }
+        });
+        let mut h = Sha256::new();
+        let mut got = 0u64;
+        while got < total {
+            let (pos, mut buf) = rx
+                .recv()
+                .map_err(|_| Error::Source("reader thread stopped".into()))?
+                .map_err(|e| Error::io("read the previous image's prefix", e))?;
+            let end = pos + buf.len as u64;
+            let (at, bytes) = patch;
+            if pos < prefix && at < end && at + bytes.len() as u64 > pos {
+                let from = at.max(pos);
+                let to = (at + bytes.len() as u64).min(end);
+                let data = &mut buf.raw[buf.off..buf.off + buf.len];
+                data[(from - pos) as usize..(to - pos) as usize]
+                    .copy_from_slice(&bytes[(from - at) as usize..(to - at) as usize]);
+            }
+            h.update(buf.data());
+            if pos < prefix {
+                out.write_all_at(buf.data(), pos)
+                    .map_err(|e| Error::io("write image", e))?;
+            }
+            got += buf.len as u64;
+            let _ = ret_tx.send(buf);
+        }
+        Ok(hex::encode(h.finalize()))
+    })
+}
+
 /// A page-aligned I/O buffer of `IO_BUF` bytes (page-aligned user buffers make the kernel's
 /// copies into and out of the page cache several times cheaper).
 pub(super) struct Buf {

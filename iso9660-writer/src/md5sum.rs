@@ -105,8 +105,8 @@ impl Md5Implanter {
                     if (1..=FRAGMENT_COUNT).contains(&frag) {
                         let sum = self.md5.clone().finalize();
                         let at = (frag as usize - 1) * FRAG_CHARS;
-                        for i in 0..FRAG_CHARS {
-                            self.fragments[at + i] = first_hex_char(sum[i]);
+                        for (c, &b) in self.fragments[at..at + FRAG_CHARS].iter_mut().zip(&sum) {
+                            *c = first_hex_char(b);
                         }
                     }
                     self.prev_fragment = frag;

@@ -244,10 +244,10 @@ fn incremental_result_passes_checkisomd5_and_reads_back_with_bsdtar_and_isoinfo(
             .into_iter()
             .map(|(p, d)| {
                 let d = match d.split_once(' ') {
-                    Some((k, rest)) if k == "file" => {
+                    Some(("file", rest)) => {
                         format!("file {}", rest.split_once(' ').unwrap().1)
                     }
-                    Some((k, _)) if k == "dir" => "dir".to_string(),
+                    Some(("dir", _)) => "dir".to_string(),
                     _ => d,
                 };
                 (p, d)

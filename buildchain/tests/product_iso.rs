@@ -216,3 +216,60 @@ fn product_iso_is_valid_reproducible_and_serves_its_images() {
     let names = String::from_utf8_lossy(&q.stdout);
     assert!(names.contains("metalk8s-sosreport"), "{names}");
 }
+
+/// After a Salt edit the `iso` task re-masters incrementally (it copies the previous ISO's
+/// stable prefix and resumes the isomd5sum state recorded in the build root), and the result is
+/// the same bytes as a cold build of the edited checkout.
+#[test]
+fn salt_edit_remasters_incrementally_and_equals_a_cold_build() {
+    testkit::require_tool("checkisomd5");
+    let edit = |c: &Checkout| {
+        let p = c
+            .dir
+            .path()
+            .join("salt/states/metalk8s/archives/mounted.sls");
+        let mut t = std::fs::read(&p).unwrap();
+        t.extend_from_slice(b"# edited\n");
+        std::fs::write(&p, t).unwrap();
+    };
+    let a = Checkout::new();
+    a.build(&[]);
+    let state = a.dir.path().join("_build").join(format!(".{ISO}.resume"));
+    assert!(state.is_file(), "no resume state at {}", state.display());
+    let before = sha256(&a.iso());
+    edit(&a);
+    let out = Command::new(BIN)
+        .arg("--repo")
+        .arg(a.dir.path())
+        .arg("--no-progress")
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env("BUILD_HOST", "ci")
+        .env("BUILDCHAIN_STORE", a.store.path())
+        .env("ISO9660_WRITER_TRACE", "1")
+        .env_remove("BUILD_ROOT")
+        .env_remove("PROJECT_NAME")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "build failed:\n{err}");
+    assert!(
+        err.contains("prefix copied, sha256 of the image"),
+        "the re-master was not incremental:\n{err}"
+    );
+    let after = sha256(&a.iso());
+    assert_ne!(before, after);
+
+    let b = Checkout::new();
+    edit(&b);
+    b.build(&[]);
+    assert_eq!(
+        sha256(&b.iso()),
+        after,
+        "incremental ISO differs from a cold build"
+    );
+    let out = testkit::run(Command::new("checkisomd5").arg("--verbose").arg(a.iso()));
+    assert!(
+        out.status.success(),
+        "checkisomd5 failed on the incremental ISO"
+    );
+}

@@ -712,3 +712,77 @@ pub fn build(settings: &Settings, media: &str, capacity: u64) -> Result<Report> 
         root.display()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fi(ino: u64, size: u64) -> FileInfo {
+        FileInfo {
+            key: (1, ino),
+            size,
+        }
+    }
+
+    fn item(kind: Kind, id: &str, files: &[&str], all: &BTreeMap<String, FileInfo>) -> Item {
+        let mut it = Item {
+            kind,
+            id: id.to_string(),
+            files: files.iter().map(|f| f.to_string()).collect(),
+            cost: 0,
+        };
+        let mut seen = BTreeSet::new();
+        for f in files {
+            if seen.insert(all[*f].key) {
+                it.cost += sectors(all[*f].size) + PER_FILE;
+            }
+            it.cost += PER_SERVED;
+        }
+        it
+    }
+
+    /// Images a (60 KiB, shares layer L), b (40 KiB + L), c (30 KiB): FFD in decreasing
+    /// order; L is counted once where a and b meet and repeated where they do not.
+    #[test]
+    fn ffd_is_deterministic_and_counts_shared_layers_once_per_volume() {
+        let mut all = BTreeMap::new();
+        all.insert("images/a/1/x".to_string(), fi(1, 60 << 10));
+        all.insert("images/a/1/l".to_string(), fi(9, 8 << 10));
+        all.insert("images/b/1/y".to_string(), fi(2, 40 << 10));
+        all.insert("images/b/1/l".to_string(), fi(9, 8 << 10));
+        all.insert("images/c/1/z".to_string(), fi(3, 30 << 10));
+        let items = vec![
+            item(Kind::Image, "c", &["images/c/1/z"], &all),
+            item(Kind::Image, "a", &["images/a/1/x", "images/a/1/l"], &all),
+            item(Kind::Image, "b", &["images/b/1/y", "images/b/1/l"], &all),
+        ];
+        // Room for a + b sharing L, not for a + b + c.
+        let budget = items[1].cost + items[2].cost - (sectors(8 << 10) + PER_FILE) + 1000;
+        let bins = pack(&items, &all, budget, 0, 0, "test").unwrap();
+        let ids: Vec<Vec<&str>> = bins
+            .iter()
+            .map(|b| b.items.iter().map(|&i| items[i].id.as_str()).collect())
+            .collect();
+        assert_eq!(ids, [vec!["a", "b"], vec!["c"]]);
+        // Without the sharing discount, b would not fit next to a.
+        let tight = budget - 2000;
+        let bins = pack(&items, &all, tight, 0, 0, "test").unwrap();
+        let ids: Vec<Vec<&str>> = bins
+            .iter()
+            .map(|b| b.items.iter().map(|&i| items[i].id.as_str()).collect())
+            .collect();
+        assert_eq!(ids, [vec!["a", "c"], vec!["b"]]);
+    }
+
+    #[test]
+    fn an_item_larger_than_a_volume_is_named() {
+        let mut all = BTreeMap::new();
+        all.insert("images/huge/1/x".to_string(), fi(1, 100_000));
+        let items = vec![item(Kind::Image, "huge", &["images/huge/1/x"], &all)];
+        let e = pack(&items, &all, 90_000, 20_000, 30_000, "90000 bytes").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "image huge is 100000 bytes: it does not fit one 90000-byte volume (70000 bytes usable)"
+        );
+    }
+}

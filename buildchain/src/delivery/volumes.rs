@@ -279,8 +279,29 @@ fn split(root: &Path, files: &BTreeMap<String, FileInfo>) -> Split {
     split
 }
 
-/// First-fit-decreasing of `items` into bins of `budget` bytes; bin 0 starts at `first_used`,
-/// every bin at `empty`. Shared inodes count once per bin.
+/// Bytes `it` adds to `bin` (files whose inode the bin already holds are free).
+fn marginal(bin: &Bin, it: &Item, files: &BTreeMap<String, FileInfo>) -> u64 {
+    let mut seen = BTreeSet::new();
+    let mut c = 0;
+    for f in &it.files {
+        let i = files[f];
+        if !bin.inodes.contains(&i.key) && seen.insert(i.key) {
+            c += sectors(i.size) + PER_FILE;
+        }
+        c += match it.kind {
+            Kind::Image => PER_SERVED,
+            Kind::Rpm => PER_RPM,
+        };
+    }
+    c
+}
+
+/// Packs `items` into bins of `budget` bytes; bin 0 starts at `first_used`, every other bin at
+/// `empty`. Bins are filled one at a time: among the items that still fit, the one whose
+/// marginal cost is the smallest fraction of its own cost (the most layers already on the
+/// volume), then the largest, then by kind and name. On an empty volume that is
+/// first-fit-decreasing; afterwards images sharing layers gather, so a shared layer is repeated
+/// only on the volumes that need it. Deterministic.
 fn pack(
     items: &[Item],
     files: &BTreeMap<String, FileInfo>,
@@ -297,26 +318,7 @@ fn pack(
             .then(x.kind.cmp(&y.kind))
             .then(x.id.cmp(&y.id))
     });
-    let mut bins = vec![Bin {
-        used: first_used,
-        ..Default::default()
-    }];
-    let marginal = |bin: &Bin, it: &Item| -> u64 {
-        let mut seen = BTreeSet::new();
-        let mut c = 0;
-        for f in &it.files {
-            let i = files[f];
-            if !bin.inodes.contains(&i.key) && seen.insert(i.key) {
-                c += sectors(i.size) + PER_FILE;
-            }
-            c += match it.kind {
-                Kind::Image => PER_SERVED,
-                Kind::Rpm => PER_RPM,
-            };
-        }
-        c
-    };
-    for i in order {
+    for &i in &order {
         let it = &items[i];
         if empty + it.cost > budget {
             let what = match it.kind {
@@ -330,25 +332,49 @@ fn pack(
                 budget.saturating_sub(empty)
             );
         }
-        let slot = bins.iter().position(|b| b.used + marginal(b, it) <= budget);
-        let b = match slot {
-            Some(b) => b,
-            None => {
-                bins.push(Bin {
-                    used: empty,
-                    ..Default::default()
-                });
-                bins.len() - 1
+    }
+    let mut bins = Vec::new();
+    let mut bin = Bin {
+        used: first_used,
+        ..Default::default()
+    };
+    while !order.is_empty() {
+        // (position in `order`, marginal); `order` is by decreasing cost, so on equal ratios
+        // the first candidate is the largest.
+        let mut best: Option<(usize, u64)> = None;
+        for (pos, &i) in order.iter().enumerate() {
+            let it = &items[i];
+            let m = marginal(&bin, it, files);
+            if bin.used + m > budget {
+                continue;
             }
-        };
-        let m = marginal(&bins[b], it);
-        let bin = &mut bins[b];
-        bin.used += m;
-        bin.items.push(i);
-        for f in &it.files {
-            bin.inodes.insert(files[f].key);
+            let better = match best {
+                None => true,
+                Some((bp, bm)) => {
+                    let bc = items[order[bp]].cost.max(1) as u128;
+                    (m as u128) * bc < (bm as u128) * (it.cost.max(1) as u128)
+                }
+            };
+            if better {
+                best = Some((pos, m));
+            }
+        }
+        match best {
+            Some((pos, m)) => {
+                let i = order.remove(pos);
+                bin.used += m;
+                bin.items.push(i);
+                for f in &items[i].files {
+                    bin.inodes.insert(files[f].key);
+                }
+            }
+            None => {
+                bins.push(std::mem::take(&mut bin));
+                bin.used = empty;
+            }
         }
     }
+    bins.push(bin);
     Ok(bins)
 }
 

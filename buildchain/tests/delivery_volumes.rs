@@ -2,7 +2,7 @@
 //! Built under `umask 077`; every volume is checked with `checkisomd5` and `isoinfo`, extracted
 //! side by side with `bsdtar -xpf`, served by one stock nginx (root master, `nobody` workers)
 //! from all the volumes' registry includes at once, pulled image by image by containerd, and
-//! each volume's RPM repository is read by `dnf`.
+//! each volume's RPM repository is read by `dnf`; `buildchain verify` passes on each volume.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -163,6 +163,14 @@ fn volumes_split_the_product_and_serve_every_image_and_rpm_side_by_side() {
             "checkisomd5 {}:\n{}",
             v.display(),
             text(&c)
+        );
+        // Its own content index and sums: `buildchain verify` passes on the volume alone.
+        let vf = testkit::run(Command::new(BIN).arg("verify").arg(v));
+        assert!(
+            vf.status.success(),
+            "verify {}:\n{}",
+            v.display(),
+            text(&vf)
         );
         let l = testkit::run_ok(Command::new("isoinfo").args(["-R", "-f", "-i"]).arg(v));
         let listing = String::from_utf8(l.stdout).unwrap();

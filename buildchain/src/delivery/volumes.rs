@@ -7,8 +7,9 @@
 //!   two volumes serve the same repository name: their registry includes never declare the same
 //!   `location` and can all be included by one nginx server. A layer shared by two images
 //!   placed on different volumes is repeated on each (within a volume it is one extent).
-//! - Everything else (Salt tree, scripts, `product.txt`, pillar, SBOM, content index, the
-//!   repositories' GPG keys) goes on volume 1, with `/VOLUMES.json`, the table of what is where.
+//! - Everything else (Salt tree, scripts, pillar, SBOM, the repositories' GPG keys) goes on
+//!   volume 1, with `/VOLUMES.json`, the table of what is where. Every volume has `product.txt`
+//!   and its own `/SHA256SUMS`, `/CONTENTS.json` (+ signature): each verifies alone.
 //! - Each volume has `/volume.txt` (which volume of which set), for its images
 //!   `/registry/images.inc` (per-repository blocks, root `$<name>_<version>_volume_<i>_images`,
 //!   names `<name>-<version>/…` as in the single ISO) and `/registry/common.inc` (the constant
@@ -38,6 +39,9 @@ pub const VOLUME_TXT: &str = "volume.txt";
 pub const REGISTRY_IMAGES: &str = "registry/images.inc";
 /// Per-volume registry include (constant locations).
 pub const REGISTRY_COMMON: &str = "registry/common.inc";
+
+/// Files at the root of the tree that describe it, rewritten for each volume's own content.
+const SEALS: &[&str] = &["SHA256SUMS", "CONTENTS.json", "CONTENTS.json.asc"];
 
 const SECTOR: u64 = 2048;
 /// Estimated directory-record and metadata bytes per file (corrected by the exact layout).
@@ -253,6 +257,10 @@ fn split(root: &Path, files: &BTreeMap<String, FileInfo>) -> Split {
             }
             continue;
         }
+        if SEALS.contains(&p.as_str()) {
+            // Each volume gets its own (see `Layout::seal`).
+            continue;
+        }
         split.base.push(p.clone());
     }
     for (name, fs_) in images {
@@ -425,6 +433,9 @@ struct Layout<'a> {
     split: &'a Split,
     media: &'a str,
     capacity: u64,
+    /// sha256 by (device, inode, size, mtime) of files linked from the ISO tree: repeated
+    /// layers and retries hash once.
+    hashes: std::sync::Mutex<BTreeMap<(u64, u64, u64, u64), String>>,
 }
 
 impl Layout<'_> {
@@ -452,6 +463,8 @@ impl Layout<'_> {
                 paths.extend(x);
             }
         } else {
+            // Every volume says which product it belongs to.
+            paths.extend(s.base.iter().filter(|p| *p == "product.txt"));
             for r in repos.keys() {
                 paths.extend(s.repo_extras.get(r).into_iter().flatten());
             }
@@ -467,6 +480,14 @@ impl Layout<'_> {
         for (r, mut hrefs) in repos {
             hrefs.sort();
             crate::packaging::repodata::write_repodata_for(&dir.join(&r), &hrefs, &opts)?;
+            let repomd = dir.join(&r).join("repodata/repomd.xml");
+            let bytes = fs::read(&repomd)?;
+            crate::trust::signing::write_detached(
+                self.settings.signer.as_deref(),
+                &repomd,
+                &bytes,
+                self.settings.timestamp(),
+            )?;
         }
         if dir.join("images").is_dir() {
             use crate::registry_config::{generate, Constants, Options};
@@ -513,6 +534,63 @@ impl Layout<'_> {
         }
         // Every directory 0755 (the tree's own are, the created ones follow the umask).
         fix_dir_modes(dir)?;
+        self.seal(dir)
+    }
+
+    /// Writes the volume's own `/SHA256SUMS`, `/CONTENTS.json` and (signed builds) its
+    /// signature, as `populate_iso` does for the whole tree: `buildchain verify` checks each
+    /// volume on its own.
+    fn seal(&self, dir: &Path) -> Result<()> {
+        use crate::trust::contents::CONTENTS_FILE;
+        for f in SEALS {
+            match fs::remove_file(dir.join(f)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
+        let hash = |p: &Path| -> Result<String> {
+            // Only files linked from the ISO tree (never rewritten here) are cached.
+            let m = fs::metadata(p).with_context(|| format!("cannot stat {}", p.display()))?;
+            if m.nlink() < 2 {
+                return crate::fsutil::sha256_file(p);
+            }
+            let key = (
+                m.dev(),
+                m.ino(),
+                m.len(),
+                m.mtime_nsec() as u64 ^ m.mtime() as u64,
+            );
+            if let Some(h) = self.hashes.lock().ok().and_then(|c| c.get(&key).cloned()) {
+                return Ok(h);
+            }
+            let h = crate::fsutil::sha256_file(p)?;
+            if let Ok(mut c) = self.hashes.lock() {
+                c.insert(key, h.clone());
+            }
+            Ok(h)
+        };
+        let mut text = String::new();
+        for f in crate::engine::signature::walk_tree(dir)? {
+            if !fs::symlink_metadata(&f)?.is_file() {
+                continue;
+            }
+            text.push_str(&format!("{}  ./{}\n", hash(&f)?, rel(&f, dir)));
+        }
+        fs::write(dir.join("SHA256SUMS"), text)?;
+        let product = crate::product::read_product_txt(&dir.join("product.txt"))?;
+        let index =
+            crate::trust::index::build_index(dir, product, self.settings.source_date_epoch, &hash)?;
+        let bytes = index
+            .to_json_bytes()
+            .context("cannot serialise CONTENTS.json")?;
+        let c = dir.join(CONTENTS_FILE);
+        fs::write(&c, &bytes)?;
+        crate::trust::signing::write_detached(
+            self.settings.signer.as_deref(),
+            &c,
+            &bytes,
+            self.settings.timestamp(),
+        )?;
         Ok(())
     }
 
@@ -640,6 +718,7 @@ pub fn build(settings: &Settings, media: &str, capacity: u64) -> Result<Report> 
         split: &split,
         media,
         capacity,
+        hashes: Default::default(),
     };
     let mut slack = 0u64;
     for _attempt in 0..8 {
@@ -681,6 +760,7 @@ pub fn build(settings: &Settings, media: &str, capacity: u64) -> Result<Report> 
                     j.push(b'\n');
                     j
                 })?;
+                layout.seal(dir)?;
             }
             let out = out_dir.join(volume_file(settings, i, n));
             let rep = crate::isofile::master_atomic(

@@ -62,8 +62,8 @@ fn volumes_task(settings: &Settings) -> Result<Vec<Task>> {
                 ctx.note(&format!("wrote {} ({size} bytes)", p.display()));
             }
             ctx.note(&format!(
-                "{n} volume(s) of {media} ({capacity} bytes); lower bound {} for the {}-byte single ISO",
-                r.lower_bound, r.single_iso_bytes
+                "{n} volume(s) of {media} ({capacity} bytes); lower bound {} for the {}-byte single ISO; {} packing(s)",
+                r.lower_bound, r.single_iso_bytes, r.packings
             ));
             Ok(())
         })])

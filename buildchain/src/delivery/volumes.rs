@@ -44,8 +44,9 @@ pub const REGISTRY_COMMON: &str = "registry/common.inc";
 const SEALS: &[&str] = &["SHA256SUMS", "CONTENTS.json", "CONTENTS.json.asc"];
 
 const SECTOR: u64 = 2048;
-/// Estimated directory-record and metadata bytes per file (corrected by the exact layout).
-const PER_FILE: u64 = 1024;
+/// Estimated directory-record, `/SHA256SUMS` and `/CONTENTS.json` bytes per file (corrected by
+/// the exact layout).
+const PER_FILE: u64 = 1536;
 /// Estimated registry-include bytes per served image file.
 const PER_SERVED: u64 = 900;
 /// Estimated repodata bytes per RPM.
@@ -129,6 +130,8 @@ pub struct Report {
     pub lower_bound: u64,
     /// Size of the single ISO of the same tree.
     pub single_iso_bytes: u64,
+    /// Packings tried (more than 1 when the estimate overflowed a volume).
+    pub packings: usize,
 }
 
 fn rel(p: &Path, root: &Path) -> String {
@@ -161,6 +164,19 @@ fn walk(root: &Path) -> Result<BTreeMap<String, FileInfo>> {
         }
     }
     Ok(out)
+}
+
+/// Two sectors (ISO-9660 and Joliet records) per distinct directory holding `paths`.
+fn dirs_cost<'a>(paths: impl Iterator<Item = &'a String>) -> u64 {
+    let mut dirs = BTreeSet::new();
+    for p in paths {
+        let mut d = Path::new(p.as_str());
+        while let Some(parent) = d.parent().filter(|x| !x.as_os_str().is_empty()) {
+            dirs.insert(parent.to_path_buf());
+            d = parent;
+        }
+    }
+    dirs.len() as u64 * 2 * SECTOR
 }
 
 /// `dvd5 (4707319808-byte)` or `409600-byte`.
@@ -272,6 +288,10 @@ fn split(root: &Path, files: &BTreeMap<String, FileInfo>) -> Split {
         });
     }
     for it in &mut split.items {
+        if it.kind == Kind::Image {
+            // Its own directories (`images/` itself is counted as shared below).
+            it.cost += dirs_cost(it.files.iter()) - 2 * SECTOR;
+        }
         let mut seen = BTreeSet::new();
         for f in &it.files {
             let i = files[f];
@@ -290,7 +310,10 @@ fn split(root: &Path, files: &BTreeMap<String, FileInfo>) -> Split {
 /// Bytes `it` adds to `bin` (files whose inode the bin already holds are free).
 fn marginal(bin: &Bin, it: &Item, files: &BTreeMap<String, FileInfo>) -> u64 {
     let mut seen = BTreeSet::new();
-    let mut c = 0;
+    let mut c = match it.kind {
+        Kind::Image => dirs_cost(it.files.iter()) - 2 * SECTOR,
+        Kind::Rpm => 0,
+    };
     for f in &it.files {
         let i = files[f];
         if !bin.inodes.contains(&i.key) && seen.insert(i.key) {
@@ -694,15 +717,25 @@ pub fn build(settings: &Settings, media: &str, capacity: u64) -> Result<Report> 
         .map_err(|e| anyhow!("cannot lay out an empty volume: {e}"))?;
     let mut base_cost = empty + 4 * SECTOR;
     let mut seen = BTreeSet::new();
+    // The set's own sums and index stand for volume 1's (which list fewer files).
+    let seals: Vec<String> = SEALS
+        .iter()
+        .map(|s| s.to_string())
+        .filter(|s| files.contains_key(s))
+        .collect();
     for p in split
         .base
         .iter()
         .chain(split.repo_extras.values().flatten())
+        .chain(&seals)
     {
         if seen.insert(files[p].key) {
             base_cost += sectors(files[p].size) + PER_FILE;
         }
     }
+    base_cost += dirs_cost(split.base.iter());
+    // `images/`, `registry/` and a repository's `repodata/` with its four files, per volume.
+    let empty = empty + 2 * 3 * SECTOR + 4 * SECTOR;
     if base_cost > capacity {
         bail!(
             "volume 1's own files (Salt tree, scripts, product.txt, content index…) need about \
@@ -721,7 +754,7 @@ pub fn build(settings: &Settings, media: &str, capacity: u64) -> Result<Report> 
         hashes: Default::default(),
     };
     let mut slack = 0u64;
-    for _attempt in 0..8 {
+    for attempt in 1..=8 {
         let budget = capacity.saturating_sub(slack);
         let bins = pack(&split.items, &files, budget, empty, base_cost, media)
             .with_context(|| format!("cannot split {} into {media} volumes", root.display()))?;
@@ -800,6 +833,7 @@ pub fn build(settings: &Settings, media: &str, capacity: u64) -> Result<Report> 
             volumes: Vec::new(),
             lower_bound: single_iso_bytes.div_ceil(capacity),
             single_iso_bytes,
+            packings: attempt,
         };
         let mut sums = String::new();
         for (i, (size, sha)) in &done {
@@ -830,6 +864,10 @@ mod tests {
         }
     }
 
+    fn kind_is_image(it: &Item) -> bool {
+        it.kind == Kind::Image
+    }
+
     fn item(kind: Kind, id: &str, files: &[&str], all: &BTreeMap<String, FileInfo>) -> Item {
         let mut it = Item {
             kind,
@@ -837,6 +875,9 @@ mod tests {
             files: files.iter().map(|f| f.to_string()).collect(),
             cost: 0,
         };
+        if kind_is_image(&it) {
+            it.cost += dirs_cost(it.files.iter()) - 2 * SECTOR;
+        }
         let mut seen = BTreeSet::new();
         for f in files {
             if seen.insert(all[*f].key) {

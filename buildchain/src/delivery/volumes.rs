@@ -15,7 +15,7 @@
 //!   names `<name>-<version>/…` as in the single ISO) and `/registry/common.inc` (the constant
 //!   `/v2/` locations, to include once), and for its RPMs their repositories at their usual
 //!   paths with repodata regenerated for exactly the RPMs the volume holds.
-//! - Packing ([`pack`]) fills volumes one at a time over estimated sizes (sectors, directories,
+//! - Packing (`pack`) fills volumes one at a time over estimated sizes (sectors, directories,
 //!   index entries): largest first, then the items whose layers the volume already holds (ties
 //!   by kind and name, so it is deterministic); then every volume's tree is laid out with the
 //!   writer's exact size prediction. A volume over capacity tightens the budget and packs again. Volumes are

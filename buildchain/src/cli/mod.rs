@@ -99,6 +99,10 @@ enum Cmd {
     },
     /// ISO-9660 verbs; with no verb, builds the `iso` task.
     Iso {
+        /// Split into self-contained volumes of this medium instead (dvd5, dvd9, bd25, bd50 or a
+        /// size in bytes): dist/<name>-<version>-<i>of<N>.iso (the `iso_volumes` task).
+        #[arg(long)]
+        media: Option<String>,
         #[command(subcommand)]
         verb: Option<iso::IsoCommand>,
     },
@@ -225,8 +229,18 @@ fn dispatch(cli: Cli) -> Result<u8> {
             let merged = merge_opts(opts, t.opts);
             build(&merged, &t.tasks)
         }
-        Some(Cmd::Iso { verb: None }) => build(&opts, &["iso".to_string()]),
-        Some(Cmd::Iso { verb: Some(v) }) => iso::run(&v),
+        Some(Cmd::Iso {
+            media: Some(m),
+            verb: None,
+        }) => {
+            crate::delivery::plan::parse_media(&m)
+                .map_err(|e| UsageError(format!("--media: {e}")))?;
+            // The flag is the BUILDCHAIN_MEDIA setting (flag > environment > .env).
+            std::env::set_var("BUILDCHAIN_MEDIA", &m);
+            build(&opts, &["iso_volumes".to_string()])
+        }
+        Some(Cmd::Iso { verb: None, .. }) => build(&opts, &["iso".to_string()]),
+        Some(Cmd::Iso { verb: Some(v), .. }) => iso::run(&v),
         Some(Cmd::Packaging { verb: None }) => build(&opts, &["packaging".to_string()]),
         Some(Cmd::Packaging {
             verb: Some(PackagingCmd::Lock(a)),

@@ -70,6 +70,7 @@ pub const SETTING_NAMES: &[&str] = &[
     "BUILDCHAIN_SIGNING_KEY",
     "BUILDCHAIN_SIGNING_PASSPHRASE_FILE",
     "DELTA_BASE",
+    "BUILDCHAIN_MEDIA",
 ];
 
 /// Parses a `SOURCE_DATE_EPOCH` value: empty (or blank) means unset; anything else must be a

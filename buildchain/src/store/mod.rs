@@ -10,9 +10,15 @@
 //! opened. [`Store::verify_all`], [`Store::usage`] and [`Store::gc`] back `buildchain store
 //! verify|du|gc`.
 
+mod source;
+
+use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+pub use source::{configured_sources, set_configured_sources, BlobSource};
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -47,10 +53,25 @@ pub struct Usage {
     pub temp_bytes: u64,
 }
 
-/// A content-addressed store rooted at a directory.
-#[derive(Clone, Debug)]
+/// A content-addressed store rooted at a directory. Cheap to clone: clones share the same
+/// store (and its chain of [`BlobSource`]s).
+#[derive(Clone)]
 pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     root: PathBuf,
+    /// Sources asked, in order, on a miss before the caller's upstream (e.g. a remote cache).
+    chain: RwLock<Vec<Arc<dyn BlobSource>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("root", &self.inner.root)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Checks that `hex` is 64 lower-case hex characters.
@@ -85,15 +106,40 @@ impl Store {
             .with_context(|| format!("cannot create store directory {}", blobs.display()))?;
         fs::create_dir_all(root.join("tmp"))
             .with_context(|| format!("cannot create store directory {}", root.display()))?;
-        let store = Store { root };
+        let store = Store {
+            inner: Arc::new(Inner {
+                root,
+                chain: RwLock::new(Vec::new()),
+            }),
+        };
         store.sweep_temp(TEMP_MAX_AGE);
         Ok(store)
+    }
+
+    /// The store at `root` opened once per process and shared by every task of a build (the
+    /// remote cache configured for the process, if any, is attached when it is first opened).
+    pub fn shared(root: impl AsRef<Path>) -> Result<Self> {
+        static OPEN: OnceLock<Mutex<HashMap<PathBuf, Store>>> = OnceLock::new();
+        let root = root.as_ref();
+        let mut m = OPEN
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = m.get(root) {
+            return Ok(s.clone());
+        }
+        let s = Store::open(root)?;
+        for src in source::configured_sources()? {
+            s.add_source(src);
+        }
+        m.insert(root.to_path_buf(), s.clone());
+        Ok(s)
     }
 
     /// Removes entries of `tmp/` in which nothing was modified for `max_age`; returns how many
     /// were removed.
     pub fn sweep_temp(&self, max_age: std::time::Duration) -> usize {
-        let Ok(dir) = fs::read_dir(self.root.join("tmp")) else {
+        let Ok(dir) = fs::read_dir(self.inner.root.join("tmp")) else {
             return 0;
         };
         let now = std::time::SystemTime::now();
@@ -159,7 +205,7 @@ impl Store {
             u.blobs += 1;
             u.blob_bytes += fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
         }
-        if let Ok(dir) = fs::read_dir(self.root.join("tmp")) {
+        if let Ok(dir) = fs::read_dir(self.inner.root.join("tmp")) {
             for e in dir.flatten() {
                 u.temp_files += 1;
                 for f in walkdir::WalkDir::new(e.path()).into_iter().flatten() {
@@ -192,7 +238,7 @@ impl Store {
 
     /// `(name, path)` of every entry of `blobs/sha256/`, sorted by name.
     fn entries(&self) -> Result<Vec<(String, PathBuf)>> {
-        let dir = self.root.join("blobs").join("sha256");
+        let dir = self.inner.root.join("blobs").join("sha256");
         let mut out = Vec::new();
         for e in fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))? {
             let e = e?;
@@ -205,7 +251,7 @@ impl Store {
     /// Bytes available to us on the store's file system (`statvfs`), if it can be asked.
     pub fn free_bytes(&self) -> Option<u64> {
         use std::os::unix::ffi::OsStrExt;
-        let c = std::ffi::CString::new(self.root.as_os_str().as_bytes()).ok()?;
+        let c = std::ffi::CString::new(self.inner.root.as_os_str().as_bytes()).ok()?;
         // SAFETY: statvfs(3) with a NUL-terminated path and a zeroed out-structure we own.
         unsafe {
             let mut st: libc::statvfs = std::mem::zeroed();
@@ -230,21 +276,22 @@ impl Store {
             if size > free {
                 bail!(
                     "{what} declares {size} bytes, more than the {free} bytes free on the file system of the store {}",
-                    self.root.display()
+                    self.inner.root.display()
                 );
             }
         }
         Ok(())
     }
 
-    /// Root directory.
+    /// Root directory (shown in messages; callers use the operations below, not paths).
     pub fn root(&self) -> &Path {
-        &self.root
+        &self.inner.root
     }
 
-    /// Where the blob with this sha256 hex lives (whether or not present).
+    /// Where the blob with this sha256 hex lives (whether or not present); for diagnostics and
+    /// tests; build code uses [`Store::open_blob`], [`Store::materialize`] and friends.
     pub fn path(&self, hex: &str) -> PathBuf {
-        self.root.join("blobs").join("sha256").join(hex)
+        self.inner.root.join("blobs").join("sha256").join(hex)
     }
 
     /// Whether the blob is present.
@@ -252,10 +299,62 @@ impl Store {
         is_sha256_hex(hex) && self.path(hex).is_file()
     }
 
+    /// Size of a stored blob.
+    pub fn blob_len(&self, hex: &str) -> Result<u64> {
+        Ok(fs::metadata(self.path(hex))
+            .with_context(|| self.missing(hex))?
+            .len())
+    }
+
+    fn missing(&self, hex: &str) -> String {
+        format!(
+            "blob sha256:{hex} is not in the store {}",
+            self.inner.root.display()
+        )
+    }
+
+    /// Opens a stored blob for reading.
+    pub fn open_blob(&self, hex: &str) -> Result<fs::File> {
+        if !is_sha256_hex(hex) {
+            bail!("invalid sha256 digest {hex:?}");
+        }
+        fs::File::open(self.path(hex)).with_context(|| self.missing(hex))
+    }
+
+    /// Reads a whole stored blob (manifests, configs).
+    pub fn read_blob(&self, hex: &str) -> Result<Vec<u8>> {
+        let mut f = self.open_blob(hex)?;
+        let mut v = Vec::new();
+        f.read_to_end(&mut v)
+            .with_context(|| format!("cannot read {}", self.path(hex).display()))?;
+        Ok(v)
+    }
+
+    /// A scratch directory inside the store's file system (removed when dropped).
+    pub fn temp_dir(&self) -> Result<tempfile::TempDir> {
+        tempfile::tempdir_in(self.inner.root.join("tmp"))
+            .context("cannot create a temp dir in the store")
+    }
+
     /// Streams `reader` into the store, verifying sha256 (and `size` when given). On mismatch
     /// nothing is kept and the error names `what` (image, package…) and both digests.
-    /// Returns the number of bytes written.
+    /// Returns the number of bytes written. A new blob is offered to the [`BlobSource`] chain
+    /// (a writable remote cache pushes it).
     pub fn put_verified(
+        &self,
+        hex: &str,
+        size: Option<u64>,
+        reader: &mut dyn Read,
+        what: &str,
+    ) -> Result<u64> {
+        let n = self.put_verified_quiet(hex, size, reader, what)?;
+        self.offer(hex, n);
+        Ok(n)
+    }
+
+    /// [`Store::put_verified`] without offering the blob to the chain (for blob sources
+    /// themselves: what came from a cache is not pushed back to it).
+    pub fn put_verified_quiet(
         &self,
         hex: &str,
         size: Option<u64>,
@@ -265,10 +364,7 @@ impl Store {
         if !is_sha256_hex(hex) {
             bail!("{what}: invalid sha256 digest {hex:?}");
         }
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".partial-")
-            .tempfile_in(self.root.join("tmp"))
-            .context("cannot create a temp file in the store")?;
+        let mut tmp = self.temp_file()?;
         let mut h = Sha256::new();
         let mut buf = vec![0u8; 256 * 1024];
         let mut n: u64 = 0;
@@ -301,6 +397,19 @@ impl Store {
         if got != hex {
             bail!("{what}: content does not match its digest: expected sha256:{hex}, got sha256:{got}");
         }
+        self.persist(tmp, hex)?;
+        Ok(n)
+    }
+
+    fn temp_file(&self) -> Result<tempfile::NamedTempFile> {
+        tempfile::Builder::new()
+            .prefix(".partial-")
+            .tempfile_in(self.inner.root.join("tmp"))
+            .context("cannot create a temp file in the store")
+    }
+
+    /// Makes a verified temp file the blob `hex` (mode [`BLOB_MODE`], fsync, rename).
+    fn persist(&self, mut tmp: tempfile::NamedTempFile, hex: &str) -> Result<()> {
         {
             use std::os::unix::fs::PermissionsExt;
             tmp.as_file()
@@ -314,7 +423,7 @@ impl Store {
         tmp.persist(&dest)
             .map_err(|e| e.error)
             .with_context(|| format!("cannot rename into {}", dest.display()))?;
-        Ok(n)
+        Ok(())
     }
 
     /// Adds bytes whose digest is computed here; returns the sha256 hex.
@@ -326,22 +435,147 @@ impl Store {
         Ok(hex)
     }
 
+    /// Streams `reader` into the store under its computed digest; returns (hex, size).
+    pub fn put_unknown(&self, reader: &mut dyn Read) -> Result<(String, u64)> {
+        let mut tmp = self.temp_file()?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut n = 0u64;
+        loop {
+            let r = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
+            h.update(&buf[..r]);
+            tmp.write_all(&buf[..r])?;
+            n += r as u64;
+        }
+        let hex = hex::encode(h.finalize());
+        if !self.contains(&hex) {
+            self.persist(tmp, &hex)?;
+            self.offer(&hex, n);
+        }
+        Ok((hex, n))
+    }
+
     /// Re-hashes a stored blob and reports whether it still matches its name.
     pub fn verify(&self, hex: &str) -> Result<bool> {
         Ok(crate::fsutil::sha256_file(&self.path(hex))? == hex)
     }
 
-    /// Hard-links (or copies) a stored blob to `dest`; a blob with another mode than
-    /// [`BLOB_MODE`] (written by an older version) is fixed first.
-    pub fn link_to(&self, hex: &str, dest: &Path) -> Result<()> {
+    /// Hard-links (or copies, across file systems) a stored blob to `dest`, mode
+    /// [`BLOB_MODE`]; a blob with another mode (written by an older version) is fixed first.
+    pub fn materialize(&self, hex: &str, dest: &Path) -> Result<()> {
         if !self.contains(hex) {
-            bail!(
-                "blob sha256:{hex} is not in the store {}",
-                self.root.display()
-            );
+            bail!("{}", self.missing(hex));
         }
         let src = self.path(hex);
         crate::fsutil::ensure_mode(&src, BLOB_MODE)?;
         crate::fsutil::link_or_copy(&src, dest)
     }
+
+    /// Former name of [`Store::materialize`].
+    pub fn link_to(&self, hex: &str, dest: &Path) -> Result<()> {
+        self.materialize(hex, dest)
+    }
+
+    /// Whether `p` is a hard link of the (verified) stored blob `hex`: its digest is known
+    /// without reading it again.
+    pub fn is_link_of(&self, p: &Path, hex: &str) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        if !is_sha256_hex(hex) {
+            return false;
+        }
+        match (
+            fs::symlink_metadata(p),
+            fs::symlink_metadata(self.path(hex)),
+        ) {
+            (Ok(a), Ok(b)) => a.is_file() && a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+
+    /// Whether stored blob `hex` starts with the gzip magic.
+    pub fn is_gzip(&self, hex: &str) -> Result<bool> {
+        let mut magic = [0u8; 2];
+        let mut f = self.open_blob(hex)?;
+        let mut got = 0;
+        while got < 2 {
+            match f.read(&mut magic[got..])? {
+                0 => break,
+                n => got += n,
+            }
+        }
+        Ok(got == 2 && magic == [0x1f, 0x8b])
+    }
+
+    /// Appends a source asked on a miss before the caller's upstream (see [`Store::fetch_chain`]).
+    pub fn add_source(&self, src: Arc<dyn BlobSource>) {
+        self.inner
+            .chain
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(src);
+    }
+
+    fn sources(&self) -> Vec<Arc<dyn BlobSource>> {
+        self.inner
+            .chain
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Offers a blob that entered the store from elsewhere to every source (a writable cache
+    /// pushes it); sources report their own failures as warnings.
+    fn offer(&self, hex: &str, size: u64) {
+        for s in self.sources() {
+            s.offer(self, hex, size);
+        }
+    }
+
+    /// Makes blob `hex` present: the local store first, then each [`BlobSource`] of the chain
+    /// (a failing source is a warning, never an error), then `upstream` (which must put the
+    /// blob with [`Store::put_verified`]). Concurrent calls for the same blob in this process
+    /// are collapsed. Returns what `upstream` returned, or 0 when it was not called.
+    pub fn fetch_chain(
+        &self,
+        hex: &str,
+        size: Option<u64>,
+        what: &str,
+        upstream: &mut dyn FnMut() -> Result<u64>,
+    ) -> Result<u64> {
+        let lock = inflight_lock(hex);
+        let _g = lock.lock().unwrap_or_else(|e| e.into_inner());
+        if self.contains(hex) {
+            return Ok(0);
+        }
+        for s in self.sources() {
+            match s.fetch(self, hex, size, what) {
+                Ok(true) if self.contains(hex) => return Ok(0),
+                Ok(_) => {}
+                Err(e) => {
+                    crate::store::warn(&format!("{}: {what}: sha256:{hex}: {e:#}", s.name()));
+                }
+            }
+        }
+        upstream()
+    }
+}
+
+/// Process-wide lock per blob: concurrent requests for the same blob wait for one another.
+fn inflight_lock(hex: &str) -> Arc<Mutex<()>> {
+    static INFLIGHT: OnceLock<Mutex<HashMap<String, Arc<Mutex<()>>>>> = OnceLock::new();
+    let m = INFLIGHT.get_or_init(Default::default);
+    let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+    g.entry(hex.to_string()).or_default().clone()
+}
+
+/// A warning of the blob chain on stderr (and to `tracing`): the cache is never trusted and
+/// never fails a build, but the operator should know it was bypassed.
+pub fn warn(msg: &str) {
+    tracing::warn!("{msg}");
+    eprintln!("warning: {msg}");
 }

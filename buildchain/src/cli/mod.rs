@@ -54,6 +54,13 @@ pub struct GraphOptions {
     /// Without it the build is unsigned.
     #[arg(long, global = true)]
     pub signing_key: Option<PathBuf>,
+    /// Remote blob cache `oci://HOST[:PORT]/REPO` (BUILDCHAIN_REMOTE_CACHE), asked before
+    /// upstream and filled with new blobs.
+    #[arg(long, global = true)]
+    pub remote_cache: Option<String>,
+    /// `read` or `readwrite` (default; BUILDCHAIN_REMOTE_CACHE_MODE).
+    #[arg(long, global = true)]
+    pub remote_cache_mode: Option<String>,
 }
 
 #[derive(Parser, Debug)]
@@ -363,6 +370,8 @@ fn merge_opts(a: GraphOptions, b: GraphOptions) -> GraphOptions {
         build_root: b.build_root.or(a.build_root),
         profile: b.profile.or(a.profile),
         signing_key: b.signing_key.or(a.signing_key),
+        remote_cache: b.remote_cache.or(a.remote_cache),
+        remote_cache_mode: b.remote_cache_mode.or(a.remote_cache_mode),
     }
 }
 
@@ -389,6 +398,11 @@ pub fn find_repo_root(explicit: Option<&Path>) -> Result<PathBuf> {
 
 fn load(opts: &GraphOptions) -> Result<(Settings, engine::Graph)> {
     let repo = find_repo_root(opts.repo.as_deref())?;
+    crate::remote::install(
+        opts.remote_cache.as_deref(),
+        opts.remote_cache_mode.as_deref(),
+    )
+    .map_err(|e| UsageError(format!("{e:#}")))?;
     let mut overrides = BTreeMap::new();
     if let Some(p) = &opts.project_name {
         overrides.insert("PROJECT_NAME".to_string(), p.clone());

@@ -286,7 +286,8 @@ fn a_farm_of_runners_gets_each_upstream_blob_once() {
     first.pin_utils(&reference);
     let mut chunked = env.clone();
     chunked.push(("BUILDCHAIN_REMOTE_CACHE_CHUNK_BYTES", "4096".to_string()));
-    first.ok(&[], &chunked);
+    let o = first.ok(&[], &chunked);
+    assert_eq!(warnings(&o), Vec::<String>::new(), "{}", stderr(&o));
     let iso = sha256(&first.iso());
     let sizes: std::collections::BTreeMap<String, u64> = manifest["layers"]
         .as_array()

@@ -355,3 +355,65 @@ fn a_farm_of_runners_gets_each_upstream_blob_once() {
     );
     cache.garbage_collect_dry_run();
 }
+
+#[test]
+fn read_mode_reads_but_never_pushes() {
+    let cache = testkit::start_docker_registry_tls();
+    let creds = tempfile::tempdir().unwrap();
+    let auth = creds.path().join("auth.json");
+    std::fs::write(&auth, cache.auth_json()).unwrap();
+    let env = |mode: &str| {
+        vec![
+            (
+                "BUILDCHAIN_REMOTE_CACHE",
+                format!("oci://{}/ro/blobs", cache.host()),
+            ),
+            ("BUILDCHAIN_REMOTE_CACHE_MODE", mode.to_string()),
+            ("BUILDCHAIN_REMOTE_CACHE_CA", cache.ca.display().to_string()),
+            ("REGISTRY_AUTH_FILE", auth.display().to_string()),
+        ]
+    };
+    let blobs = cache.storage.join("docker/registry/v2/blobs");
+    let r = Runner::new();
+    let o = r.ok(&["images:metalk8s-base"], &env("read"));
+    assert_eq!(warnings(&o), Vec::<String>::new(), "{}", stderr(&o));
+    assert!(!blobs.exists(), "read mode pushed to {}", blobs.display());
+    // The same build in readwrite mode pushes the image's blobs.
+    let w = Runner::new();
+    let o = w.ok(&["images:metalk8s-base"], &env("readwrite"));
+    assert_eq!(warnings(&o), Vec::<String>::new(), "{}", stderr(&o));
+    let layout = w.dir.path().join("_build/root/images/metalk8s-base");
+    let mut n = 0;
+    for e in walkdir::WalkDir::new(&layout) {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().to_string();
+        if e.file_type().is_file() && buildchain::store::is_sha256_hex(&name) {
+            assert_eq!(sha256(&cache.blob_data(&name)), name);
+            n += 1;
+        }
+    }
+    assert!(n >= 2, "no blobs in {}", layout.display());
+    // A wrong password: one warning naming the refusal, and the build goes on.
+    std::fs::write(
+        &auth,
+        format!(
+            "{{\"auths\":{{\"{}\":{{\"username\":\"runner\",\"password\":\"wrong\"}}}}}}",
+            cache.host()
+        ),
+    )
+    .unwrap();
+    let denied = Runner::new();
+    let o = denied.ok(&["images:metalk8s-base"], &env("readwrite"));
+    let w = warnings(&o);
+    assert_eq!(w.len(), 1, "{}", stderr(&o));
+    let prefix = format!(
+        "warning: remote cache oci://{}/ro/blobs: unreachable or failing, bypassed for the rest of this run: cannot push sha256:",
+        cache.host()
+    );
+    assert!(w[0].starts_with(&prefix), "{}", w[0]);
+    assert!(
+        w[0].ends_with(": access denied (HTTP 401); check credentials in ~/.docker/config.json or REGISTRY_AUTH_FILE"),
+        "{}",
+        w[0]
+    );
+}

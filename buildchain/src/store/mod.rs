@@ -579,3 +579,76 @@ pub fn warn(msg: &str) {
     tracing::warn!("{msg}");
     eprintln!("warning: {msg}");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An in-memory source: serves `blobs` (hex → bytes, possibly wrong), records offers.
+    struct Memory {
+        blobs: HashMap<String, Vec<u8>>,
+        offered: Mutex<Vec<String>>,
+    }
+
+    impl BlobSource for Memory {
+        fn name(&self) -> String {
+            "memory".into()
+        }
+        fn fetch(&self, store: &Store, hex: &str, size: Option<u64>, what: &str) -> Result<bool> {
+            let Some(b) = self.blobs.get(hex) else {
+                return Ok(false);
+            };
+            store.put_verified_quiet(hex, size, &mut &b[..], what)?;
+            Ok(true)
+        }
+        fn offer(&self, _store: &Store, hex: &str, _size: u64) {
+            self.offered.lock().unwrap().push(hex.to_string());
+        }
+    }
+
+    #[test]
+    fn chain_asks_sources_before_upstream_and_offers_only_new_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (good, bad, other) = (b"cached".to_vec(), b"right".to_vec(), b"upstream".to_vec());
+        let h = |b: &[u8]| hex::encode(Sha256::digest(b));
+        let mem = Arc::new(Memory {
+            blobs: [(h(&good), good.clone()), (h(&bad), b"wrong".to_vec())]
+                .into_iter()
+                .collect(),
+            offered: Mutex::new(Vec::new()),
+        });
+        store.add_source(mem.clone());
+        let mut calls = 0;
+        // In the source: upstream is not called, nothing is offered back.
+        let n = store
+            .fetch_chain(&h(&good), Some(6), "t", &mut || {
+                calls += 1;
+                Ok(1)
+            })
+            .unwrap();
+        assert_eq!((n, calls), (0, 0));
+        assert_eq!(store.read_blob(&h(&good)).unwrap(), good);
+        // Wrong bytes in the source: ignored (warning), upstream fills the store and the blob is
+        // offered to the source.
+        let n = store
+            .fetch_chain(&h(&bad), Some(5), "t", &mut || {
+                store.put_verified(&h(&bad), Some(5), &mut &bad[..], "t")
+            })
+            .unwrap();
+        assert_eq!(n, 5);
+        assert_eq!(store.read_blob(&h(&bad)).unwrap(), bad);
+        // Not in the source at all.
+        store
+            .fetch_chain(&h(&other), None, "t", &mut || {
+                store.put_verified(&h(&other), None, &mut &other[..], "t")
+            })
+            .unwrap();
+        assert_eq!(*mem.offered.lock().unwrap(), vec![h(&bad), h(&other)]);
+        // Present: nothing is asked.
+        let n = store
+            .fetch_chain(&h(&other), None, "t", &mut || panic!("upstream asked"))
+            .unwrap();
+        assert_eq!(n, 0);
+    }
+}

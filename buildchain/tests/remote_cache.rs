@@ -417,3 +417,37 @@ fn read_mode_reads_but_never_pushes() {
         w[0]
     );
 }
+
+#[test]
+fn a_cache_that_never_answers_is_bypassed_after_its_timeout() {
+    // Accepts connections and never answers (a hung cache).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h2 = held.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            h2.lock().unwrap().push(s);
+        }
+    });
+    let r = Runner::new();
+    let url = format!("oci+http://127.0.0.1:{port}/ci/cache");
+    let o = r.ok(
+        &["images:metalk8s-base"],
+        &[
+            ("BUILDCHAIN_REMOTE_CACHE", url.clone()),
+            ("BUILDCHAIN_REMOTE_CACHE_TIMEOUT_SECS", "1".into()),
+        ],
+    );
+    let w = warnings(&o);
+    assert_eq!(w.len(), 1, "{}", stderr(&o));
+    let prefix = format!(
+        "warning: remote cache {url}: unreachable or failing, bypassed for the rest of this run: cannot push sha256:"
+    );
+    assert!(w[0].starts_with(&prefix), "{}", w[0]);
+    assert!(w[0].contains("timeout"), "{}", w[0]);
+    assert!(
+        !held.lock().unwrap().is_empty(),
+        "the build never asked the cache"
+    );
+}

@@ -281,11 +281,11 @@ fn a_farm_of_runners_gets_each_upstream_blob_once() {
     ];
 
     // The first runner misses everywhere: each upstream blob it needs is fetched exactly once.
-    // It pushes in 4 KiB chunks (POST, PATCH…, PUT), which the others read back verified.
+    // It pushes in 256-byte chunks (POST, PATCH…, PUT), which the others read back verified.
     let first = Runner::new();
     first.pin_utils(&reference);
     let mut chunked = env.clone();
-    chunked.push(("BUILDCHAIN_REMOTE_CACHE_CHUNK_BYTES", "4096".to_string()));
+    chunked.push(("BUILDCHAIN_REMOTE_CACHE_CHUNK_BYTES", "256".to_string()));
     let o = first.ok(&[], &chunked);
     assert_eq!(warnings(&o), Vec::<String>::new(), "{}", stderr(&o));
     let iso = sha256(&first.iso());

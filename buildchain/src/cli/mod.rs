@@ -6,6 +6,7 @@
 //! Exit codes: 0 success, 1 build/validation failure, 2 usage or configuration error.
 
 pub mod iso;
+pub mod publish;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -142,6 +143,10 @@ enum Cmd {
         #[command(subcommand)]
         cmd: crate::delivery::cli::DeltaCmd,
     },
+    /// Push a built ISO, its SBOM and content index as one OCI artifact.
+    Publish(publish::PublishArgs),
+    /// Get a published ISO artifact back into a directory, every blob verified.
+    Pull(publish::PullArgs),
     /// Tasks to build.
     #[command(external_subcommand)]
     Tasks(Vec<String>),
@@ -309,6 +314,8 @@ fn dispatch(cli: Cli) -> Result<u8> {
             cmd: ImageCmd::Fetch(a),
         }) => crate::images::cli::fetch(&a).map(|()| 0),
         Some(Cmd::Store { cmd }) => store_verb(&cmd),
+        Some(Cmd::Publish(a)) => publish::publish(&a, &opts),
+        Some(Cmd::Pull(a)) => publish::pull(&a),
     }
 }
 

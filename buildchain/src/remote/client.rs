@@ -140,9 +140,14 @@ impl Client {
             let resp = match body {
                 Some(f) => {
                     let (mut r, len) = f()?;
+                    if !headers
+                        .iter()
+                        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+                    {
+                        b = b.header("Content-Type", "application/octet-stream");
+                    }
                     let req = b
                         .header("Content-Length", len.to_string())
-                        .header("Content-Type", "application/octet-stream")
                         .body(ureq::SendBody::from_reader(&mut *r))?;
                     self.agent.run(req)
                 }
@@ -320,6 +325,50 @@ impl Client {
         match resp.status().as_u16() {
             201 => Ok(true),
             s => bail!("PUT {put}: HTTP {s}"),
+        }
+    }
+
+    /// Stores manifest `body` (of `media_type`) under `reference` (a tag or digest).
+    pub(crate) fn put_manifest(
+        &self,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> Result<()> {
+        let url = format!("{}/v2/{}/manifests/{reference}", self.origin, self.repo);
+        let f = || -> Result<(Box<dyn Read + '_>, u64)> { Ok((Box::new(body), body.len() as u64)) };
+        let resp = self.send(
+            "PUT",
+            &url,
+            &[("Content-Type", media_type.to_string())],
+            Some(&f),
+        )?;
+        match resp.status().as_u16() {
+            201 => Ok(()),
+            s => {
+                let text = resp
+                    .into_body()
+                    .with_config()
+                    .limit(64 << 10)
+                    .read_to_string()
+                    .unwrap_or_default();
+                bail!("PUT {url}: HTTP {s}: {}", text.trim())
+            }
+        }
+    }
+
+    /// The manifest bytes under `reference` (at most 4 MiB), asking for `accept`.
+    pub(crate) fn get_manifest(&self, reference: &str, accept: &str) -> Result<Vec<u8>> {
+        let url = format!("{}/v2/{}/manifests/{reference}", self.origin, self.repo);
+        let resp = self.send("GET", &url, &[("Accept", accept.to_string())], None)?;
+        match resp.status().as_u16() {
+            200 => Ok(resp
+                .into_body()
+                .with_config()
+                .limit(4 << 20)
+                .read_to_vec()?),
+            404 => bail!("GET {url}: no such manifest (HTTP 404)"),
+            s => bail!("GET {url}: HTTP {s}"),
         }
     }
 }

@@ -16,6 +16,7 @@
 //! come from the same docker `config.json` / `REGISTRY_AUTH_FILE` lookup as image fetching
 //! (basic auth, or a bearer token with `pull,push` scope).
 
+pub mod artifact;
 mod cache;
 mod client;
 

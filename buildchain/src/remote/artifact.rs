@@ -61,8 +61,14 @@ impl ArtifactRef {
             }
             (r, t.to_string())
         };
-        let url = CacheUrl::parse(&format!("{head}{repo}"))
-            .map_err(|e| anyhow!("{}", e.to_string().replace("remote cache ", "")))?;
+        let base = format!("{head}{repo}");
+        let url = CacheUrl::parse(&base).map_err(|e| {
+            anyhow!(
+                "{}",
+                e.to_string()
+                    .replace(&format!("remote cache {base:?}"), &format!("{s:?}"))
+            )
+        })?;
         Ok(ArtifactRef { url, reference })
     }
 }
@@ -417,7 +423,10 @@ mod tests {
             "\"oci://h/repo\": expected oci://HOST[:PORT]/REPO:TAG or oci://HOST[:PORT]/REPO@sha256:DIGEST"
         );
         assert!(ArtifactRef::parse("oci://h:5000/repo").is_err());
-        assert!(ArtifactRef::parse("oci+http://example.com/r:t").is_err());
+        assert_eq!(
+            ArtifactRef::parse("oci+http://example.com/r:t").unwrap_err().to_string(),
+            "\"oci+http://example.com/r:t\": plain HTTP is allowed only for loopback hosts (127.0.0.1, ::1, localhost); use oci:// (HTTPS)"
+        );
         assert!(ArtifactRef::parse("oci://h/r:-x").is_err());
     }
 }

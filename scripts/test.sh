@@ -9,6 +9,7 @@ APT_PACKAGES=(xorriso genisoimage isomd5sum libarchive-tools skopeo docker-regis
   containerd podman python3-jinja2 libzypp1722 zypper-common libaugeas0 busybox-static gnupg
   chromium)
 APT_PACKAGES+=(tmux git)  # cli_progress.rs drives a real terminal; cli_ux.rs probes git calls
+APT_PACKAGES+=(openssl python3)  # remote_cache.rs: test CA and htpasswd (bcrypt) for docker-registry
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

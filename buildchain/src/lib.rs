@@ -21,6 +21,7 @@ pub mod isofile;
 pub mod packaging;
 pub mod product;
 pub mod registry_config;
+pub mod remote;
 pub mod solution;
 pub mod store;
 pub mod tasks;

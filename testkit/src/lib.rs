@@ -491,3 +491,169 @@ pub fn zypper_bin() -> PathBuf {
             )
         })
 }
+
+/// A `docker-registry` serving HTTPS (certificate for IP 127.0.0.1 from a CA made here with
+/// `openssl`) with htpasswd basic auth (bcrypt hash from python3's `crypt`).
+pub struct TlsRegistry {
+    /// The server (its `dir` holds config, CA, storage).
+    pub server: Server,
+    /// PEM of the CA that signed the server certificate.
+    pub ca: PathBuf,
+    /// The registry's `config.yml` (for `docker-registry garbage-collect`).
+    pub config: PathBuf,
+    /// Filesystem storage root.
+    pub storage: PathBuf,
+    /// `(user, password)` accepted.
+    pub user: (String, String),
+}
+
+impl TlsRegistry {
+    /// `127.0.0.1:<port>`.
+    pub fn host(&self) -> String {
+        self.server.host()
+    }
+
+    /// Path of a blob's bytes in the registry storage.
+    pub fn blob_data(&self, hex: &str) -> PathBuf {
+        self.storage.join(format!(
+            "docker/registry/v2/blobs/sha256/{}/{hex}/data",
+            &hex[..2]
+        ))
+    }
+
+    /// A docker `config.json` body with this registry's credentials.
+    pub fn auth_json(&self) -> String {
+        let (u, p) = &self.user;
+        let b64 = run_ok(
+            Command::new("python3")
+                .arg("-c")
+                .arg("import base64,sys; print(base64.b64encode(sys.argv[1].encode()).decode())")
+                .arg(format!("{u}:{p}")),
+        );
+        format!(
+            "{{\"auths\":{{\"{}\":{{\"auth\":\"{}\"}}}}}}",
+            self.host(),
+            String::from_utf8_lossy(&b64.stdout).trim()
+        )
+    }
+
+    /// `docker-registry garbage-collect --dry-run` on the storage; panics when it fails or
+    /// logs an error.
+    pub fn garbage_collect_dry_run(&self) -> String {
+        let out = run(Command::new(require_tool("docker-registry"))
+            .args(["garbage-collect", "--dry-run"])
+            .arg(&self.config));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "garbage-collect failed:\n{text}");
+        assert!(
+            !text.to_ascii_lowercase().contains("error"),
+            "garbage-collect reported an error:\n{text}"
+        );
+        text
+    }
+}
+
+/// Starts `docker-registry` on an ephemeral loopback port with TLS and htpasswd auth.
+pub fn start_docker_registry_tls() -> TlsRegistry {
+    let bin = require_tool("docker-registry");
+    let openssl = require_tool("openssl");
+    require_tool("python3");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run_ok(
+        Command::new(&openssl)
+            .args(["req", "-x509"])
+            .args(ec)
+            .args(["-days", "2", "-subj", "/CN=buildchain test CA"])
+            .arg("-keyout")
+            .arg(d.join("ca.key"))
+            .arg("-out")
+            .arg(d.join("ca.pem")),
+    );
+    run_ok(
+        Command::new(&openssl)
+            .arg("req")
+            .args(ec)
+            .args(["-subj", "/CN=127.0.0.1"])
+            .arg("-keyout")
+            .arg(d.join("server.key"))
+            .arg("-out")
+            .arg(d.join("server.csr")),
+    );
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run_ok(
+        Command::new(&openssl)
+            .args(["x509", "-req", "-days", "2", "-CAcreateserial"])
+            .arg("-in")
+            .arg(d.join("server.csr"))
+            .arg("-CA")
+            .arg(d.join("ca.pem"))
+            .arg("-CAkey")
+            .arg(d.join("ca.key"))
+            .arg("-extfile")
+            .arg(d.join("ext.cnf"))
+            .arg("-out")
+            .arg(d.join("server.pem")),
+    );
+    let user = ("runner".to_string(), "s3cret-cache".to_string());
+    let hash = run_ok(
+        Command::new("python3")
+            .arg("-W")
+            .arg("ignore")
+            .arg("-c")
+            .arg("import crypt,sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))")
+            .arg(&user.1),
+    );
+    std::fs::write(
+        d.join("htpasswd"),
+        format!(
+            "{}:{}\n",
+            user.0,
+            String::from_utf8_lossy(&hash.stdout).trim()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let storage = d.join("storage");
+    let config = format!(
+        "version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n  delete: {{enabled: true}}\nhttp:\n  addr: 127.0.0.1:{port}\n  tls: {{certificate: {}, key: {}}}\nauth:\n  htpasswd: {{realm: buildchain-cache, path: {}}}\n",
+        storage.display(),
+        d.join("server.pem").display(),
+        d.join("server.key").display(),
+        d.join("htpasswd").display(),
+    );
+    let cfg = d.join("config.yml");
+    std::fs::write(&cfg, config).unwrap();
+    let mut child = Command::new(bin)
+        .arg("serve")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(d.join("registry.log")).unwrap(),
+        ))
+        .spawn()
+        .expect("start docker-registry");
+    wait_for_port(port, &mut child, "docker-registry (TLS)");
+    TlsRegistry {
+        ca: d.join("ca.pem"),
+        config: cfg,
+        storage,
+        user,
+        server: Server { child, port, dir },
+    }
+}

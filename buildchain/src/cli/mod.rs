@@ -6,6 +6,7 @@
 //! Exit codes: 0 success, 1 build/validation failure, 2 usage or configuration error.
 
 pub mod iso;
+pub mod publish;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -54,6 +55,13 @@ pub struct GraphOptions {
     /// Without it the build is unsigned.
     #[arg(long, global = true)]
     pub signing_key: Option<PathBuf>,
+    /// Remote blob cache `oci://HOST[:PORT]/REPO` (BUILDCHAIN_REMOTE_CACHE), asked before
+    /// upstream and filled with new blobs.
+    #[arg(long, global = true)]
+    pub remote_cache: Option<String>,
+    /// `read` or `readwrite` (default; BUILDCHAIN_REMOTE_CACHE_MODE).
+    #[arg(long, global = true)]
+    pub remote_cache_mode: Option<String>,
 }
 
 #[derive(Parser, Debug)]
@@ -139,6 +147,10 @@ enum Cmd {
         #[command(subcommand)]
         cmd: crate::delivery::cli::DeltaCmd,
     },
+    /// Push a built ISO, its SBOM and content index as one OCI artifact.
+    Publish(publish::PublishArgs),
+    /// Get a published ISO artifact back into a directory, every blob verified.
+    Pull(publish::PullArgs),
     /// Tasks to build.
     #[command(external_subcommand)]
     Tasks(Vec<String>),
@@ -316,6 +328,8 @@ fn dispatch(cli: Cli) -> Result<u8> {
             cmd: ImageCmd::Fetch(a),
         }) => crate::images::cli::fetch(&a).map(|()| 0),
         Some(Cmd::Store { cmd }) => store_verb(&cmd),
+        Some(Cmd::Publish(a)) => publish::publish(&a, &opts),
+        Some(Cmd::Pull(a)) => publish::pull(&a),
     }
 }
 
@@ -377,6 +391,8 @@ fn merge_opts(a: GraphOptions, b: GraphOptions) -> GraphOptions {
         build_root: b.build_root.or(a.build_root),
         profile: b.profile.or(a.profile),
         signing_key: b.signing_key.or(a.signing_key),
+        remote_cache: b.remote_cache.or(a.remote_cache),
+        remote_cache_mode: b.remote_cache_mode.or(a.remote_cache_mode),
     }
 }
 
@@ -403,6 +419,11 @@ pub fn find_repo_root(explicit: Option<&Path>) -> Result<PathBuf> {
 
 fn load(opts: &GraphOptions) -> Result<(Settings, engine::Graph)> {
     let repo = find_repo_root(opts.repo.as_deref())?;
+    crate::remote::install(
+        opts.remote_cache.as_deref(),
+        opts.remote_cache_mode.as_deref(),
+    )
+    .map_err(|e| UsageError(format!("{e:#}")))?;
     let mut overrides = BTreeMap::new();
     if let Some(p) = &opts.project_name {
         overrides.insert("PROJECT_NAME".to_string(), p.clone());

@@ -117,7 +117,7 @@ pub fn plan(
     requested: Option<(String, u64)>,
 ) -> Result<Plan> {
     let inventory = Inventory::load(&settings.repo_root, settings.profile)?;
-    let store = Store::open(&settings.store_root)?;
+    let store = Store::shared(&settings.store_root)?;
     let mut registry = BTreeSet::new();
     let mut sources = BTreeMap::new();
     for (name, e) in &inventory.images {

@@ -23,7 +23,7 @@ pub struct FetchArgs {
 /// `skopeo copy docker://REF dir:DEST`), through the shared blob store (`BUILDCHAIN_STORE`).
 pub fn fetch(args: &FetchArgs) -> anyhow::Result<()> {
     let r = Reference::parse(&args.reference)?;
-    let store = Store::open(Store::default_root())?;
+    let store = Store::shared(Store::default_root())?;
     let client = RegistryClient::new(ClientOptions {
         insecure: args.insecure,
         ..Default::default()

@@ -65,7 +65,7 @@ pub fn write_dir_layout(store: &Store, image: &Resolved, dest: &Path) -> Result<
     }
     for hex in &blobs {
         let p = dest.join(hex);
-        store.link_to(hex, &p)?;
+        store.materialize(hex, &p)?;
         files.push(p);
     }
     let keep: BTreeSet<PathBuf> = files.iter().cloned().collect();
@@ -165,7 +165,8 @@ pub fn write_docker_archive(
         .instances
         .first()
         .ok_or_else(|| anyhow!("image has no manifest"))?;
-    let config_bytes = fs::read(store.path(inst.config.hex()))
+    let config_bytes = store
+        .read_blob(inst.config.hex())
         .with_context(|| format!("config {} missing from the store", inst.config.digest))?;
     let config: Value =
         serde_json::from_slice(&config_bytes).context("image config is not JSON")?;
@@ -201,7 +202,7 @@ pub fn write_docker_archive(
             &config_bytes[..],
         )?;
         let mut layer_names = Vec::new();
-        let scratch = tempfile::tempdir_in(store.root().join("tmp")).context("temp dir")?;
+        let scratch = store.temp_dir()?;
         let mut seen = BTreeSet::new();
         for (l, diff) in inst.layers.iter().zip(&diff_ids) {
             let dhex = digest_hex(diff)?.to_string();
@@ -210,15 +211,15 @@ pub fn write_docker_archive(
             if !seen.insert(dhex.clone()) {
                 continue;
             }
-            let src = store.path(l.hex());
             // Decompress into a temp file (tar headers need the size), checking the diff_id.
             let tmp = scratch.path().join(&dhex);
             let mut h = Sha256::new();
             {
-                let mut r: Box<dyn Read> = if is_gzip(&src)? {
-                    Box::new(GzDecoder::new(io::BufReader::new(File::open(&src)?)))
+                let src = io::BufReader::new(store.open_blob(l.hex())?);
+                let mut r: Box<dyn Read> = if store.is_gzip(l.hex())? {
+                    Box::new(GzDecoder::new(src))
                 } else {
-                    Box::new(io::BufReader::new(File::open(&src)?))
+                    Box::new(src)
                 };
                 let mut w = io::BufWriter::new(File::create(&tmp)?);
                 let mut buf = vec![0u8; 256 * 1024];
@@ -277,31 +278,7 @@ pub fn write_docker_archive(
 
 /// Streams `reader` into the store under its computed digest; returns (hex, size).
 pub fn put_unknown(store: &Store, reader: &mut dyn Read) -> Result<(String, u64)> {
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".partial-")
-        .tempfile_in(store.root().join("tmp"))
-        .context("cannot create a temp file in the store")?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut n = 0u64;
-    loop {
-        let r = reader.read(&mut buf)?;
-        if r == 0 {
-            break;
-        }
-        h.update(&buf[..r]);
-        tmp.write_all(&buf[..r])?;
-        n += r as u64;
-    }
-    let hex = hex::encode(h.finalize());
-    if !store.contains(&hex) {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(fs::Permissions::from_mode(crate::store::BLOB_MODE))?;
-        tmp.as_file_mut().sync_all()?;
-        tmp.persist(store.path(&hex)).map_err(|e| e.error)?;
-    }
-    Ok((hex, n))
+    store.put_unknown(reader)
 }
 
 /// Loads a manifest (image or index) already in the store and resolves it into a [`Resolved`].
@@ -313,7 +290,10 @@ pub fn resolve_from_store(
     what: &str,
 ) -> Result<Resolved> {
     let load = |hex: &str| -> Result<(Vec<u8>, Manifest)> {
-        let bytes = fs::read(store.path(hex))
+        // A manifest missing here may come from a blob source (remote cache).
+        store.fetch_chain(hex, None, what, &mut || Ok(0))?;
+        let bytes = store
+            .read_blob(hex)
             .with_context(|| format!("{what}: manifest sha256:{hex} not found"))?;
         let m = Manifest::parse(&bytes, None)
             .with_context(|| format!("{what}: manifest sha256:{hex}"))?;
@@ -562,7 +542,7 @@ pub fn import_docker_archive(store: &Store, path: &Path, what: &str) -> Result<R
             .as_str()
             .ok_or_else(|| anyhow!("{what}: bad layer name"))?;
         let (hex, size) = get(n)?;
-        let mt = if is_gzip(&store.path(&hex))? {
+        let mt = if store.is_gzip(&hex)? {
             OCI_LAYER_GZIP
         } else {
             OCI_LAYER_TAR

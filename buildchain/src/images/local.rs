@@ -374,7 +374,7 @@ pub fn build(
             .instances
             .first()
             .ok_or_else(|| anyhow!("base {b:?} has no image manifest"))?;
-        let raw = std::fs::read(store.path(inst.config.hex())).with_context(|| {
+        let raw = store.read_blob(inst.config.hex()).with_context(|| {
             format!(
                 "base {b:?}: config {} missing from the store",
                 inst.config.digest

@@ -5,7 +5,7 @@
 //! verifying size and sha256.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -355,8 +355,8 @@ pub fn lock(req_path: &Path, out: &Path) -> Result<Resolution> {
 pub struct FetchedRpm {
     /// The pin.
     pub package: LockedPackage,
-    /// Its blob in the store.
-    pub blob: PathBuf,
+    /// Its blob in the store (sha256 hex).
+    pub sha256: String,
 }
 
 /// Statistics of a fetch.
@@ -392,6 +392,13 @@ pub fn fetch(
                 p.nevra()
             );
         };
+        // A blob source (remote cache) may have it: no need to ask the RPM repository then.
+        store.fetch_chain(
+            sha,
+            Some(size),
+            &format!("package {}", p.nevra()),
+            &mut || Ok(0),
+        )?;
         if !store.contains(sha) && !todo.iter().any(|t| &t.2 == sha) {
             let src = lock
                 .source(&p.source)
@@ -440,7 +447,7 @@ pub fn fetch(
         }
         out.push(FetchedRpm {
             package: p.clone(),
-            blob: store.path(sha),
+            sha256: sha.clone(),
         });
     }
     // Downloads in parallel (`BUILDCHAIN_FETCH_JOBS`, default 8); results reported in lock

@@ -306,8 +306,7 @@ impl Product {
         let mut out = Vec::new();
         for f in fetched {
             let dest = dir.join(f.package.file_name());
-            crate::fsutil::ensure_mode(&f.blob, crate::store::BLOB_MODE)?;
-            crate::fsutil::link_or_copy(&f.blob, &dest)?;
+            store.materialize(&f.sha256, &dest)?;
             out.push(dest);
         }
         Ok((out, stats))

@@ -393,7 +393,7 @@ pub fn update_sha256sum(outdir: &Path, iso: &Path, hex: &str) -> Result<()> {
 pub fn build_cli(dir: &Path, version: Option<&str>, outdir: &Path) -> Result<Vec<Built>> {
     let def = Definition::load(dir)?;
     let info = BuildInfo::detect(dir)?;
-    let store = Store::open(Store::default_root())?;
+    let store = Store::shared(Store::default_root())?;
     let versions: Vec<String> = match version {
         Some(v) => vec![v.to_string()],
         None => def.versions.clone(),

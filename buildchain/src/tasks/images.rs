@@ -100,7 +100,7 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
             entry.tag.clone(),
         );
         t = t.action(move |ctx| {
-            let store = Store::open(&store_root)?;
+            let store = Store::shared(&store_root)?;
             let builder = ImageBuilder::new(&repo_root, store.clone(), inventory.clone(), epoch);
             let progress = ctx.progress(None, &format!("{name_c}:{tag}"));
             let files = builder.materialize(&name_c, &images_root, &prefix, Some(&progress));
@@ -134,17 +134,7 @@ fn linked_store_blob(store: &Store, p: &Path) -> Option<String> {
 
 /// Whether `p` is a hard link of the (verified) store blob `hex`.
 pub(crate) fn is_store_link(store: &Store, p: &Path, hex: &str) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    if !crate::store::is_sha256_hex(hex) {
-        return false;
-    }
-    match (
-        std::fs::symlink_metadata(p),
-        std::fs::symlink_metadata(store.path(hex)),
-    ) {
-        (Ok(a), Ok(b)) => a.is_file() && a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
-    }
+    store.is_link_of(p, hex)
 }
 
 fn rel(root: &Path, p: &Path) -> String {

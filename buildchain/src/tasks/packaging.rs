@@ -74,7 +74,7 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
                 store_root.clone(),
             );
             t = t.action(move |ctx| {
-                let store = Store::open(&store_root2)?;
+                let store = Store::shared(&store_root2)?;
                 let total: u64 = plan2.repos[&repo2]
                     .locked
                     .iter()

@@ -57,7 +57,7 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
         let signer = settings.signer.clone();
         out.push(t.action(move |ctx| {
             let def = Definition::load(&d)?;
-            let store = Store::open(&store_root)?;
+            let store = Store::shared(&store_root)?;
             let mut info = BuildInfo::collect(sde, &d);
             info.signer = signer.clone();
             for v in &def.versions {

@@ -37,12 +37,12 @@ const SCENARIOS: &[&str] = &["cold", "warm", "noop", "salt_edit", "image_bump"];
 
 /// What one measured command (or pipeline) cost.
 #[derive(Clone, Copy, Debug, Default)]
-struct Cost {
-    secs: f64,
+pub(super) struct Cost {
+    pub(super) secs: f64,
     rss_kib: u64,
     rchar: u64,
     disk_peak: u64,
-    registry_bytes: u64,
+    pub(super) registry_bytes: u64,
     yum_bytes: u64,
 }
 
@@ -85,7 +85,7 @@ fn rchar_of(pid: i32) -> u64 {
 }
 
 /// Runs `cmd` (after an untimed `sync`), sampling the disk use of `disk`; output to `log`.
-fn measure(
+pub(super) fn measure(
     cmd: &mut Command,
     what: &str,
     disk: &[PathBuf],

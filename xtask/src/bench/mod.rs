@@ -4,6 +4,7 @@ mod e2e;
 mod images;
 mod iso;
 mod registry_config;
+mod remote_cache;
 mod repodata;
 mod solution;
 mod verify;
@@ -33,6 +34,7 @@ Benchmarks:
   iso                ISO mastering vs xorriso + implantisomd5 [--blobs N] [--blob-mib M] [--small N] [--runs R] [--keep]
   images             image fetch from a local docker-registry vs skopeo copy + hardlink [--runs N] [--bases N] [--apps N] [--base-mib N] [--app-mib N]
   registry-config    static-registry nginx configuration vs the classic script
+  remote-cache       cold runner with a warm remote cache vs cold without it (upstream at ~50 MB/s) vs warm local store [--json] [--mbps N] [--fixture DIR] [--keep] [fixture flags]
   repodata           yum repodata vs createrepo_c
   solution-validate  Solution ISO validation vs the classic checks
   verify             buildchain verify of a >= 1 GiB ISO vs checkisomd5 + sha256sum
@@ -56,6 +58,7 @@ pub fn main(args: &[String]) -> ExitCode {
         "e2e" => e2e::run(rest),
         "images" => images::run(rest),
         "registry-config" => registry_config::run(rest),
+        "remote-cache" => remote_cache::run(rest),
         "repodata" => repodata::run(rest),
         "solution-validate" => solution::run(rest),
         "verify" => verify::run(rest),

@@ -14,7 +14,7 @@
 pub mod cli;
 pub mod config;
 pub mod delivery;
-pub mod engine;
+pub use buildchain_engine as engine;
 pub mod fsutil;
 pub mod images;
 pub mod isofile;

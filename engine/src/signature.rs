@@ -177,7 +177,7 @@ impl HashCache {
             if fresh.hashed_at_ns - fresh.mtime_ns <= racy_margin(fresh.mtime_ns) {
                 return Ok(());
             }
-            let sha = crate::fsutil::sha256_file(path)?;
+            let sha = crate::fs::sha256_file(path)?;
             self.hashed_bytes.fetch_add(meta.len(), Ordering::Relaxed);
             self.insert(path, record_from(&meta, sha));
             Ok(())
@@ -261,7 +261,7 @@ impl HashCache {
             self.insert(path, rec);
             return Ok(sha);
         }
-        let sha = crate::fsutil::sha256_file(path)?;
+        let sha = crate::fs::sha256_file(path)?;
         self.hashed_bytes.fetch_add(meta.len(), Ordering::Relaxed);
         let rec = record_from(&meta, sha.clone());
         self.insert(path, rec);
@@ -417,7 +417,7 @@ mod tests {
             fs::hard_link(&a, d.path().join(format!("l{i}"))).unwrap();
         }
         let cache = HashCache::default();
-        let want = crate::fsutil::sha256_file(&a).unwrap();
+        let want = crate::fs::sha256_file(&a).unwrap();
         for i in 0..5 {
             let p = d.path().join(format!("l{i}"));
             assert_eq!(cache.signature(&p).unwrap(), want);

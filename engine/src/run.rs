@@ -151,7 +151,7 @@ pub struct Engine<'g> {
 fn lock_build_root(build_root: &Path) -> Result<std::fs::File> {
     use std::os::unix::io::AsRawFd;
     let dir = build_root.join(".buildchain");
-    crate::fsutil::create_dir_all(&dir)?;
+    crate::fs::create_dir_all(&dir)?;
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -175,7 +175,7 @@ impl<'g> Engine<'g> {
         let lock = lock_build_root(&opts.build_root)?;
         // Debris of a killed run: temp files never renamed into place.
         for root in &opts.prune_roots {
-            crate::fsutil::sweep_temp_files(root);
+            crate::fs::sweep_temp_files(root);
         }
         let db = StateDb::new(&opts.build_root);
         let state = db.load();
@@ -287,7 +287,7 @@ impl<'g> Engine<'g> {
                 continue;
             }
             if !dry_run {
-                crate::fsutil::remove_file_and_empty_parents(p, root)?;
+                crate::fs::remove_file_and_empty_parents(p, root)?;
             }
             removed.push(rel(p, &self.opts.display_root));
         }
@@ -308,7 +308,7 @@ impl<'g> Engine<'g> {
                 std::fs::remove_dir_all(d)
                     .with_context(|| format!("cannot remove {}", d.display()))?;
                 if let Some(parent) = d.parent() {
-                    crate::fsutil::remove_empty_parents(parent, root);
+                    crate::fs::remove_empty_parents(parent, root);
                 }
             }
             removed.push(rel(d, &self.opts.display_root));
@@ -861,5 +861,5 @@ fn write_build_log(
         "pruned": summary.pruned,
     });
     let bytes = serde_json::to_vec_pretty(&log)?;
-    crate::fsutil::write_atomic(&build_root.join("build.log"), &bytes)
+    crate::fs::write_atomic(&build_root.join("build.log"), &bytes)
 }

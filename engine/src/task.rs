@@ -24,7 +24,7 @@ pub enum Input {
     },
 }
 
-/// What a task does when it runs. It writes its outputs atomically (see [`crate::fsutil`]).
+/// What a task does when it runs. It writes its outputs atomically (see [`crate::fs`]).
 pub type Action = Arc<dyn Fn(&mut TaskContext) -> anyhow::Result<()> + Send + Sync>;
 
 /// A node of the build graph.

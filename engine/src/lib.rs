@@ -1,15 +1,21 @@
-//! The generic build-graph engine.
+//! The generic build-graph engine of buildchain (crate `buildchain-engine`).
+//!
+//! It depends on no other workspace crate: it knows tasks, files and values, never ISOs,
+//! images or packages. [`fs`] holds the atomic-file helpers every task uses (re-exported by
+//! `buildchain::fsutil`), [`testhook`] the crash points of the fault tests.
 //!
 //! A [`Graph`] of [`Task`]s with declared inputs (files, trees, values), outputs and
 //! dependencies. A task is up to date when the signature of its inputs and the state of its
 //! outputs match the last successful run recorded in the state DB under the build root.
 
+pub mod fs;
 pub mod progress;
 pub mod run;
 pub mod select;
 pub mod signature;
 pub mod state;
 pub mod task;
+pub mod testhook;
 pub mod verbs;
 
 use std::collections::BTreeMap;

@@ -20,6 +20,7 @@ pub mod images;
 pub mod isofile;
 pub mod packaging;
 pub mod product;
+pub mod progress;
 pub mod registry_config;
 pub mod solution;
 pub mod store;

@@ -10,6 +10,7 @@
 
 pub mod fs;
 pub mod progress;
+pub mod report;
 pub mod run;
 pub mod select;
 pub mod signature;
@@ -23,6 +24,7 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Result};
 
 pub use progress::{Progress, ProgressHub};
+pub use report::Report;
 pub use run::{run, Engine, Reporter, RunOptions, RunSummary, Status, TaskResult};
 pub use select::expand;
 pub use task::{Action, Input, Task, TaskContext};

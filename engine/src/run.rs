@@ -1,24 +1,20 @@
 //! The scheduler: decides what is stale, runs it on N workers, records the results.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::io::Write;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::progress::ProgressHub;
+use super::report::{self, Report, SilentReport};
 use super::signature::{diff_reasons, input_signatures, rel, HashCache};
 use super::state::{State, StateDb, TaskRecord};
 use super::task::{Input, Task, TaskContext};
 use super::Graph;
-
-/// Serialises task lines of the worker threads.
-static STDOUT_LINE: Mutex<()> = Mutex::new(());
 
 /// How results are printed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,7 +80,8 @@ pub enum Status {
 }
 
 impl Status {
-    fn label(self) -> &'static str {
+    /// Upper-case label of the task lines (`SUCCESS`, `WOULD-RUN`, …).
+    pub fn label(self) -> &'static str {
         match self {
             Status::Success => "SUCCESS",
             Status::Skipped => "SKIPPED",
@@ -140,8 +137,8 @@ pub struct Engine<'g> {
     pub(crate) state: Mutex<State>,
     pub(crate) cache: std::sync::Arc<HashCache>,
     db: Mutex<StateDb>,
-    /// Bars of the run: task lines are printed with them cleared.
-    hub: ProgressHub,
+    /// Where the run's events go (the scheduler prints nothing itself).
+    report: Arc<dyn Report>,
     /// Dry run: `(path, task)` for every output of a task judged would-run so far; a later task
     /// whose inputs cover one of these paths would run too.
     would_change: Mutex<Vec<(PathBuf, String)>>,
@@ -187,7 +184,7 @@ impl<'g> Engine<'g> {
             state: Mutex::new(state),
             cache,
             db: Mutex::new(db),
-            hub: ProgressHub::quiet(),
+            report: Arc::new(SilentReport),
             would_change: Mutex::new(Vec::new()),
             _lock: Some(lock),
         })
@@ -385,7 +382,7 @@ impl<'g> Engine<'g> {
 
     /// Runs (or, in a dry run, judges) one task. `ran_deps` are the dependencies that ran (or
     /// would run): in a dry run their outputs are about to change, so the task would run too.
-    fn run_one(&self, task: &Task, hub: &ProgressHub, ran_deps: &[String]) -> TaskResult {
+    fn run_one(&self, task: &Task, ran_deps: &[String]) -> TaskResult {
         let started = Instant::now();
         let mut result = TaskResult {
             name: task.name.clone(),
@@ -440,12 +437,12 @@ impl<'g> Engine<'g> {
         }
         result.reasons = decision.reasons;
         self.cache.disable_memo();
-        self.print_line("STARTED", &task.name, None);
+        self.report.task_started(&task.name);
         let mut ctx = TaskContext {
             name: task.name.clone(),
             extra_outputs: Vec::new(),
             known_digests: Vec::new(),
-            progress: hub.clone(),
+            report: self.report.clone(),
             cache: self.cache.clone(),
         };
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| action(&mut ctx)))
@@ -553,48 +550,6 @@ impl<'g> Engine<'g> {
             duration_s: started.elapsed().as_secs_f64(),
         };
         self.commit_record(&task.name, Some(record))
-    }
-
-    /// The line of a finished task: `SUCCESS t [1.00s]`, `SKIPPED t`; in a dry run
-    /// `WOULD-RUN t (reasons)` or `UP-TO-DATE t` (a dry run never says SUCCESS).
-    fn print_result(&self, r: &TaskResult) {
-        if self.opts.reporter != Reporter::Text {
-            return;
-        }
-        let _guard = STDOUT_LINE.lock();
-        self.hub.suspend(|| self.write_result(r));
-    }
-
-    fn write_result(&self, r: &TaskResult) {
-        let mut out = std::io::stdout().lock();
-        let _ = match r.status {
-            Status::WouldRun => writeln!(out, "WOULD-RUN {} ({})", r.name, r.reasons.join("; ")),
-            Status::Skipped if self.opts.dry_run => writeln!(out, "UP-TO-DATE {}", r.name),
-            Status::Success | Status::Error => writeln!(
-                out,
-                "{:<8} {} [{:.2}s]",
-                r.status.label(),
-                r.name,
-                r.duration_s
-            ),
-            _ => writeln!(out, "{:<8} {}", r.status.label(), r.name),
-        };
-        let _ = out.flush();
-    }
-
-    fn print_line(&self, label: &str, name: &str, secs: Option<f64>) {
-        if self.opts.reporter != Reporter::Text {
-            return;
-        }
-        let _guard = STDOUT_LINE.lock();
-        self.hub.suspend(|| {
-            let mut out = std::io::stdout().lock();
-            let _ = match secs {
-                Some(s) => writeln!(out, "{label:<8} {name} [{s:.2}s]"),
-                None => writeln!(out, "{label:<8} {name}"),
-            };
-            let _ = out.flush();
-        });
     }
 
     /// Removes outputs of tasks that are recorded but no longer in the graph.
@@ -709,12 +664,7 @@ pub fn run(graph: &Graph, targets: &[String], opts: RunOptions) -> Result<RunSum
     } else {
         engine.prune_orphans()?
     };
-    let hub = match opts.reporter {
-        Reporter::Text => ProgressHub::new(!opts.progress_bars),
-        Reporter::Json => ProgressHub::new(true),
-        Reporter::Silent => ProgressHub::quiet(),
-    };
-    engine.hub = hub.clone();
+    engine.report = report::for_kind(opts.reporter, opts.progress_bars);
     let engine = engine;
 
     let mut rdeps: HashMap<String, Vec<String>> = HashMap::new();
@@ -770,13 +720,8 @@ pub fn run(graph: &Graph, targets: &[String], opts: RunOptions) -> Result<RunSum
                         .cloned()
                         .collect()
                 };
-                let result = engine.run_one(task, &hub, &ran_deps);
-                engine.print_result(&result);
-                if let Some(err) = &result.error {
-                    if opts.reporter == Reporter::Text {
-                        hub.suspend(|| eprintln!("ERROR in {name}:\n{err}"));
-                    }
-                }
+                let result = engine.run_one(task, &ran_deps);
+                engine.report.task_finished(&result, opts.dry_run);
                 let mut s = sched.lock().expect("scheduler lock");
                 let failed = result.status == Status::Error;
                 s.statuses.insert(name.clone(), result.status);
@@ -790,15 +735,16 @@ pub fn run(graph: &Graph, targets: &[String], opts: RunOptions) -> Result<RunSum
                             continue;
                         }
                         s.statuses.insert(d.clone(), Status::Blocked);
-                        s.results.push(TaskResult {
+                        let blocked = TaskResult {
                             name: d.clone(),
                             status: Status::Blocked,
                             duration_s: 0.0,
                             reasons: vec![format!("dependency {name} failed")],
                             error: None,
-                        });
+                        };
+                        engine.report.task_finished(&blocked, opts.dry_run);
+                        s.results.push(blocked);
                         s.done += 1;
-                        engine.print_line("BLOCKED", &d, None);
                         stack.extend(rdeps.get(&d).cloned().unwrap_or_default());
                     }
                 } else {
@@ -819,7 +765,6 @@ pub fn run(graph: &Graph, targets: &[String], opts: RunOptions) -> Result<RunSum
         }
     });
 
-    hub.clear();
     let s = sched
         .into_inner()
         .map_err(|_| anyhow!("scheduler lock poisoned"))?;
@@ -843,6 +788,7 @@ pub fn run(graph: &Graph, targets: &[String], opts: RunOptions) -> Result<RunSum
     if !opts.dry_run && did_work {
         write_build_log(&opts.build_root, started_at, targets, &summary)?;
     }
+    engine.report.run_finished(&summary);
     Ok(summary)
 }
 

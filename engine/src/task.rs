@@ -157,7 +157,7 @@ pub struct TaskContext {
     pub(crate) name: String,
     pub(crate) extra_outputs: Vec<PathBuf>,
     pub(crate) known_digests: Vec<(PathBuf, String)>,
-    pub(crate) progress: super::progress::ProgressHub,
+    pub(crate) report: Arc<dyn super::report::Report>,
     pub(crate) cache: Arc<super::signature::HashCache>,
 }
 
@@ -169,7 +169,7 @@ impl TaskContext {
             name: name.to_string(),
             extra_outputs: Vec::new(),
             known_digests: Vec::new(),
-            progress: super::progress::ProgressHub::quiet(),
+            report: Arc::new(super::report::SilentReport),
             cache: Arc::new(super::signature::HashCache::default()),
         }
     }
@@ -198,10 +198,10 @@ impl TaskContext {
     }
     /// A progress indicator for long work (a bar on a terminal, plain lines otherwise).
     pub fn progress(&self, total_bytes: Option<u64>, message: &str) -> Progress {
-        self.progress.start(&self.name, total_bytes, message)
+        self.report.progress(&self.name, total_bytes, message)
     }
     /// A human-readable note printed with the task name.
     pub fn note(&self, message: &str) {
-        self.progress.note(&self.name, message);
+        self.report.note(&self.name, message);
     }
 }

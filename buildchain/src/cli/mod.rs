@@ -440,8 +440,9 @@ fn build(opts: &GraphOptions, patterns: &[String]) -> Result<u8> {
     let ropts = run_options(&settings, opts);
     let reporter = ropts.reporter;
     let summary = engine::run(&graph, &targets, ropts)?;
+    // The JSON reporter printed its document at the end of the run.
     match reporter {
-        Reporter::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
+        Reporter::Json => {}
         _ => {
             let count = |s: engine::Status| summary.tasks.iter().filter(|t| t.status == s).count();
             for p in &summary.pruned {

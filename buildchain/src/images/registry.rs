@@ -32,8 +32,8 @@ use super::layout::resolve_from_store;
 use super::manifest::{Descriptor, Manifest, Platform, ACCEPT_MANIFESTS};
 use super::reference::{digest_hex, Reference};
 use super::Resolved;
-use crate::engine::Progress;
 use crate::fsutil::sha256_bytes;
+use crate::progress::Progress;
 use crate::store::Store;
 
 /// Largest manifest accepted (bytes), like the reference registry's limit.
@@ -259,7 +259,7 @@ struct Watch<'a, R> {
     stall: Duration,
     mark: Instant,
     since_mark: u64,
-    progress: Option<&'a Progress>,
+    progress: Option<&'a dyn Progress>,
     stats: &'a Stats,
 }
 
@@ -593,7 +593,7 @@ impl RegistryClient {
         r: &Reference,
         d: &Descriptor,
         what: &str,
-        progress: Option<&Progress>,
+        progress: Option<&dyn Progress>,
     ) -> Result<u64> {
         let hex = d.hex().to_string();
         let lock = inflight_lock(&hex);
@@ -660,7 +660,7 @@ impl RegistryClient {
         r: &Reference,
         image: &Resolved,
         what: &str,
-        progress: Option<&Progress>,
+        progress: Option<&dyn Progress>,
     ) -> Result<()> {
         let missing = missing_blobs(store, image);
         for d in &missing {
@@ -729,7 +729,7 @@ pub fn fetch_many(
     store: &Store,
     jobs: &[(Reference, String, std::path::PathBuf)],
     platform: &Platform,
-    progress: Option<&Progress>,
+    progress: Option<&dyn Progress>,
 ) -> Result<Vec<Resolved>> {
     if jobs.is_empty() {
         bail!("nothing to fetch");

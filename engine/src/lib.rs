@@ -8,10 +8,15 @@
 //! dependencies. A task is up to date when the signature of its inputs and the state of its
 //! outputs match the last successful run recorded in the state DB under the build root.
 
+mod buildlog;
+pub mod decide;
 pub mod fs;
+mod lock;
 pub mod progress;
+pub mod prune;
 pub mod report;
 pub mod run;
+pub mod scheduler;
 pub mod select;
 pub mod signature;
 pub mod state;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
+use super::dirty::DirtyReason;
 use super::run::Engine;
 use super::signature::{diff_reasons, input_signatures, rel};
 use super::task::{Input, Task};
@@ -13,7 +14,7 @@ use super::task::{Input, Task};
 /// Whether a task is up to date, and if not why.
 pub struct Decision {
     /// Empty when up to date.
-    pub reasons: Vec<String>,
+    pub reasons: Vec<DirtyReason>,
     /// Current input signatures.
     pub inputs: BTreeMap<String, String>,
 }
@@ -41,7 +42,7 @@ impl Engine<'_> {
         inputs.insert("value:declared outputs".into(), declared.join("\n"));
         let Some(old) = self.record(&task.name) else {
             return Ok(Decision {
-                reasons: vec!["never ran successfully".into()],
+                reasons: vec![DirtyReason::NeverRan],
                 inputs,
             });
         };
@@ -50,26 +51,23 @@ impl Engine<'_> {
         for (path, sig) in &old.outputs {
             let now = self.cache.signature(path)?;
             if &now != sig {
-                let what = if now == "missing" {
-                    "missing"
+                let shown = rel(path, &self.opts.display_root);
+                bad_outputs.push(if now == "missing" {
+                    DirtyReason::OutputMissing(shown)
                 } else {
-                    "modified"
-                };
-                bad_outputs.push(format!(
-                    "output {what}: {}",
-                    rel(path, &self.opts.display_root)
-                ));
+                    DirtyReason::OutputModified(shown)
+                });
             }
         }
         for p in &task.outputs {
             if !old.outputs.contains_key(p) {
-                bad_outputs.push(format!("new output {}", rel(p, &self.opts.display_root)));
+                bad_outputs.push(DirtyReason::NewOutput(rel(p, &self.opts.display_root)));
             }
         }
         if bad_outputs.len() > 10 {
             let more = bad_outputs.len() - 10;
             bad_outputs.truncate(10);
-            bad_outputs.push(format!("… and {more} more outputs"));
+            bad_outputs.push(DirtyReason::MoreOutputs(more));
         }
         reasons.extend(bad_outputs);
         Ok(Decision { reasons, inputs })
@@ -78,7 +76,7 @@ impl Engine<'_> {
     /// Dry run: why `task`'s inputs would change because a task judged would-run before it
     /// rewrites them (an input file, or a file under an input tree that the task does not
     /// exclude).
-    pub(crate) fn inputs_rewritten(&self, task: &Task) -> Vec<String> {
+    pub(crate) fn inputs_rewritten(&self, task: &Task) -> Vec<DirtyReason> {
         let changing = self.would_change.lock().expect("dry-run lock");
         let excluded = |p: &Path| {
             task.outputs
@@ -94,7 +92,7 @@ impl Engine<'_> {
                 Input::Value { .. } => false,
             });
             if covered {
-                reasons.insert(format!("dependency {writer} would run"));
+                reasons.insert(DirtyReason::DependencyWouldRun(writer.clone()));
             }
         }
         reasons.into_iter().collect()

@@ -10,6 +10,7 @@
 
 mod buildlog;
 pub mod decide;
+pub mod dirty;
 pub mod fs;
 mod lock;
 pub mod progress;
@@ -28,6 +29,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
 
+pub use dirty::{DirtyReason, InputKey};
 pub use progress::{Progress, ProgressHub};
 pub use report::Report;
 pub use run::{run, Engine, Reporter, RunOptions, RunSummary, Status, TaskResult};

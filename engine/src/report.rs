@@ -79,7 +79,10 @@ impl TextReport {
 /// `WOULD-RUN t (reasons)` or `UP-TO-DATE t` (a dry run never says SUCCESS).
 pub fn result_line(r: &TaskResult, dry_run: bool) -> String {
     match r.status {
-        Status::WouldRun => format!("WOULD-RUN {} ({})", r.name, r.reasons.join("; ")),
+        Status::WouldRun => {
+            let reasons: Vec<String> = r.reasons.iter().map(ToString::to_string).collect();
+            format!("WOULD-RUN {} ({})", r.name, reasons.join("; "))
+        }
         Status::Skipped if dry_run => format!("UP-TO-DATE {}", r.name),
         Status::Success | Status::Error => {
             format!("{:<8} {} [{:.2}s]", r.status.label(), r.name, r.duration_s)

@@ -13,6 +13,7 @@ use anyhow::{anyhow, bail, Result};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use super::dirty::DirtyReason;
 use super::report::{Report, SilentReport};
 use super::signature::{rel, HashCache};
 use super::state::{State, StateDb, TaskRecord};
@@ -107,7 +108,7 @@ pub struct TaskResult {
     /// Seconds spent in the action (0 when skipped).
     pub duration_s: f64,
     /// Why it ran (or would run).
-    pub reasons: Vec<String>,
+    pub reasons: Vec<DirtyReason>,
     /// Full error text for failures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -224,10 +225,10 @@ impl Engine<'_> {
             reasons: Vec::new(),
             error: None,
         };
-        let dep_reasons: Vec<String> = if self.opts.dry_run {
+        let dep_reasons: Vec<DirtyReason> = if self.opts.dry_run {
             ran_deps
                 .iter()
-                .map(|d| format!("dependency {d} would run"))
+                .map(|d| DirtyReason::DependencyWouldRun(d.clone()))
                 .collect()
         } else {
             Vec::new()

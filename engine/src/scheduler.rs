@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Result};
 
 use super::buildlog::write_build_log;
+use super::dirty::DirtyReason;
 use super::report;
 use super::run::{Engine, RunOptions, RunSummary, Status, TaskResult};
 use super::Graph;
@@ -174,7 +175,7 @@ pub fn run(graph: &Graph, targets: &[String], opts: RunOptions) -> Result<RunSum
                             name: d.clone(),
                             status: Status::Blocked,
                             duration_s: 0.0,
-                            reasons: vec![format!("dependency {name} failed")],
+                            reasons: vec![DirtyReason::DependencyFailed(name.clone())],
                             error: None,
                         };
                         engine.report.task_finished(&blocked, opts.dry_run);

@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use rayon::prelude::*;
 
+use super::dirty::{DirtyReason, InputKey};
 use super::state::FileRecord;
 use super::task::Input;
 
@@ -365,43 +366,31 @@ pub fn rel(path: &Path, root: &Path) -> String {
         .to_string()
 }
 
-/// Human reasons why `new` differs from `old` (at most `limit` lines, then a count).
+/// Why `new` differs from `old` (at most `limit` reasons, then a count).
 pub fn diff_reasons(
     old: &BTreeMap<String, String>,
     new: &BTreeMap<String, String>,
     limit: usize,
-) -> Vec<String> {
+) -> Vec<DirtyReason> {
     let mut reasons = Vec::new();
     for (k, v) in new {
         match old.get(k) {
-            None => reasons.push(format!("new input {}", pretty_key(k))),
-            Some(o) if o != v => reasons.push(format!("changed {}", pretty_key(k))),
+            None => reasons.push(DirtyReason::NewInput(InputKey::parse(k))),
+            Some(o) if o != v => reasons.push(DirtyReason::Changed(InputKey::parse(k))),
             _ => {}
         }
     }
     for k in old.keys() {
         if !new.contains_key(k) {
-            reasons.push(format!("removed input {}", pretty_key(k)));
+            reasons.push(DirtyReason::RemovedInput(InputKey::parse(k)));
         }
     }
     if reasons.len() > limit {
         let more = reasons.len() - limit;
         reasons.truncate(limit);
-        reasons.push(format!("… and {more} more"));
+        reasons.push(DirtyReason::MoreInputs(more));
     }
     reasons
-}
-
-fn pretty_key(k: &str) -> String {
-    if let Some(f) = k.strip_prefix("file:") {
-        format!("file {f}")
-    } else if let Some(v) = k.strip_prefix("value:") {
-        format!("value `{v}`")
-    } else if let Some(t) = k.strip_prefix("tree:") {
-        format!("tree {t}")
-    } else {
-        k.to_string()
-    }
 }
 
 #[cfg(test)]

@@ -279,7 +279,7 @@ impl Engine<'_> {
             report: self.report.clone(),
             cache: self.cache.clone(),
         };
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| action(&mut ctx)))
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| action.run(&mut ctx)))
             .unwrap_or_else(|p| {
                 let msg = p
                     .downcast_ref::<String>()

@@ -7,20 +7,38 @@
 
 pub mod iso;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::Settings;
+use crate::config::{Profile, SettingOverrides, Settings};
 use crate::engine::{self, Reporter, RunOptions};
 
 /// An error that is the user's to fix (bad flag, unknown task, bad configuration): exit code 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+/// `--reporter`: how a build reports (see [`engine::report`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportStyle {
+    /// `STARTED|SUCCESS|…` lines, progress bars on a terminal.
+    #[default]
+    Text,
+    /// One JSON document at the end.
+    Json,
+}
+
+impl From<ReportStyle> for Reporter {
+    fn from(s: ReportStyle) -> Self {
+        match s {
+            ReportStyle::Text => Reporter::Text,
+            ReportStyle::Json => Reporter::Json,
+        }
+    }
+}
 
 /// Options shared by every build-graph command.
 #[derive(Args, Debug, Clone, Default)]
@@ -32,8 +50,8 @@ pub struct GraphOptions {
     #[arg(long = "dry-run", global = true)]
     pub dry_run: bool,
     /// Output style.
-    #[arg(long, value_parser = ["text", "json"], default_value = "text", global = true)]
-    pub reporter: String,
+    #[arg(long, value_enum, default_value_t = ReportStyle::Text, global = true)]
+    pub reporter: ReportStyle,
     /// No progress bars even on a terminal.
     #[arg(long, global = true)]
     pub no_progress: bool,
@@ -47,8 +65,8 @@ pub struct GraphOptions {
     #[arg(long, global = true)]
     pub build_root: Option<PathBuf>,
     /// Inventory profile: `default` (offline) or `release` (adds pinned upstream images/RPMs).
-    #[arg(long, value_parser = ["default", "release"], global = true)]
-    pub profile: Option<String>,
+    #[arg(long, value_enum, global = true)]
+    pub profile: Option<Profile>,
     /// Armored OpenPGP secret key that signs RPMs, repodata and /CONTENTS.json
     /// (BUILDCHAIN_SIGNING_KEY; its passphrase from BUILDCHAIN_SIGNING_PASSPHRASE_FILE).
     /// Without it the build is unsigned.
@@ -352,7 +370,7 @@ fn merge_opts(a: GraphOptions, b: GraphOptions) -> GraphOptions {
     GraphOptions {
         jobs: b.jobs.or(a.jobs),
         dry_run: a.dry_run || b.dry_run,
-        reporter: if b.reporter != "text" {
+        reporter: if b.reporter != ReportStyle::Text {
             b.reporter
         } else {
             a.reporter
@@ -389,23 +407,21 @@ pub fn find_repo_root(explicit: Option<&Path>) -> Result<PathBuf> {
 
 fn load(opts: &GraphOptions) -> Result<(Settings, engine::Graph)> {
     let repo = find_repo_root(opts.repo.as_deref())?;
-    let mut overrides = BTreeMap::new();
-    if let Some(p) = &opts.project_name {
-        overrides.insert("PROJECT_NAME".to_string(), p.clone());
-    }
-    if let Some(b) = &opts.build_root {
-        overrides.insert("BUILD_ROOT".to_string(), b.display().to_string());
-    }
-    if let Some(p) = &opts.profile {
-        overrides.insert("BUILDCHAIN_PROFILE".to_string(), p.clone());
-    }
-    if let Some(k) = &opts.signing_key {
-        let cwd = std::env::current_dir().context("cannot read the current directory")?;
-        overrides.insert(
-            "BUILDCHAIN_SIGNING_KEY".to_string(),
-            cwd.join(k).display().to_string(),
-        );
-    }
+    // The key flag is relative to the working directory (the setting, to the repository).
+    let signing_key = match &opts.signing_key {
+        Some(k) => {
+            let cwd = std::env::current_dir().context("cannot read the current directory")?;
+            Some(cwd.join(k))
+        }
+        None => None,
+    };
+    let overrides = SettingOverrides {
+        project_name: opts.project_name.clone(),
+        build_root: opts.build_root.clone(),
+        profile: opts.profile,
+        signing_key,
+        ..SettingOverrides::default()
+    };
     let settings =
         Settings::load(&repo, &overrides).map_err(|e| UsageError(engine::error_text(&e)))?;
     let graph =
@@ -419,11 +435,7 @@ fn run_options(settings: &Settings, opts: &GraphOptions) -> RunOptions {
         r.jobs = j.max(1);
     }
     r.dry_run = opts.dry_run;
-    r.reporter = if opts.reporter == "json" {
-        Reporter::Json
-    } else {
-        Reporter::Text
-    };
+    r.reporter = opts.reporter.into();
     r.progress_bars = !opts.no_progress;
     r.prune_roots = vec![settings.build_root.clone(), settings.dist_dir.clone()];
     r

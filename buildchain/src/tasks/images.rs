@@ -217,16 +217,12 @@ mod tests {
             .status()
             .unwrap();
         assert!(st.success());
-        let mut o = BTreeMap::new();
-        o.insert(
-            "BUILD_ROOT".to_string(),
-            tmp.path().join("build").display().to_string(),
-        );
-        o.insert(
-            "BUILDCHAIN_STORE".to_string(),
-            tmp.path().join("store").display().to_string(),
-        );
-        o.insert("SOURCE_DATE_EPOCH".to_string(), "1700000000".to_string());
+        let o = crate::config::SettingOverrides {
+            build_root: Some(tmp.path().join("build")),
+            store_root: Some(tmp.path().join("store")),
+            source_date_epoch: Some(1_700_000_000),
+            ..Default::default()
+        };
         let settings = Settings::load(&repo, &o).unwrap();
         let tasks = tasks(&settings).unwrap();
         let by_name: BTreeMap<&str, &Task> = tasks.iter().map(|t| (t.name.as_str(), t)).collect();

@@ -49,6 +49,7 @@ impl Engine<'_> {
                 continue;
             }
             if !dry_run {
+                self.cache.forget_walks([p.as_path()]);
                 crate::fs::remove_file_and_empty_parents(p, root)?;
             }
             removed.push(rel(p, &self.opts.display_root));
@@ -67,6 +68,7 @@ impl Engine<'_> {
                 continue;
             }
             if !dry_run {
+                self.cache.forget_walks([d.as_path()]);
                 std::fs::remove_dir_all(d)
                     .with_context(|| format!("cannot remove {}", d.display()))?;
                 if let Some(parent) = d.parent() {

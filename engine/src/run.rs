@@ -169,6 +169,28 @@ impl<'g> Engine<'g> {
 }
 
 impl Engine<'_> {
+    /// Drops the tree listings a finished task may have changed: its declared and added
+    /// outputs, its owned directories, and what it recorded last time (see
+    /// [`HashCache::forget_walks`]). A task that declares nothing it writes (it may still
+    /// remove a stale file) drops every listing.
+    fn forget_walks_of(&self, task: &Task, added: &[PathBuf]) {
+        let old: Vec<PathBuf> = self
+            .record(&task.name)
+            .map(|r| r.outputs.into_keys().collect())
+            .unwrap_or_default();
+        if task.outputs.is_empty() && task.owned_dirs.is_empty() && added.is_empty() {
+            self.cache.forget_all_walks();
+            return;
+        }
+        let paths = task
+            .outputs
+            .iter()
+            .chain(&task.owned_dirs)
+            .chain(added)
+            .chain(&old);
+        self.cache.forget_walks(paths.map(PathBuf::as_path));
+    }
+
     pub(crate) fn record(&self, name: &str) -> Option<TaskRecord> {
         self.state.lock().ok()?.tasks.get(name).cloned()
     }
@@ -288,11 +310,16 @@ impl Engine<'_> {
                     .unwrap_or_else(|| "unknown panic".into());
                 Err(anyhow!("task panicked: {msg}"))
             })
-            .and_then(|()| self.finish_success(task, ctx, decision.inputs, started));
+            .and_then(|()| {
+                self.forget_walks_of(task, &ctx.extra_outputs);
+                self.finish_success(task, ctx, decision.inputs, started)
+            });
         result.duration_s = started.elapsed().as_secs_f64();
         match outcome {
             Ok(()) => result.status = Status::Success,
             Err(e) => {
+                // A failed action may have written (or removed) anything it owns.
+                self.forget_walks_of(task, &[]);
                 result.status = Status::Error;
                 result.error = Some(super::error_text(&e));
                 let _ = self.commit_record(&task.name, None);

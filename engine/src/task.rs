@@ -214,6 +214,11 @@ impl TaskContext {
     pub fn sha256(&self, path: &Path) -> anyhow::Result<String> {
         self.cache.signature(path)
     }
+    /// The regular files and symlinks under `dir`, sorted: during a run, the engine's listing,
+    /// shared by every task and action that reads the same tree until a task changes it.
+    pub fn walk(&self, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+        self.cache.walk(dir)
+    }
     /// A progress indicator for long work (a bar on a terminal, plain lines otherwise).
     pub fn progress(&self, total_bytes: Option<u64>, message: &str) -> Progress {
         self.report.progress(&self.name, total_bytes, message)

@@ -28,7 +28,7 @@ pub fn master_atomic_progress(
     volid: &str,
     md5: bool,
     timestamp: i64,
-    progress: &crate::engine::Progress,
+    progress: &dyn crate::progress::Progress,
 ) -> Result<MasterReport> {
     let last = std::sync::atomic::AtomicU64::new(0);
     let on_progress = |done: u64| {

@@ -14,12 +14,13 @@
 pub mod cli;
 pub mod config;
 pub mod delivery;
-pub mod engine;
+pub use buildchain_engine as engine;
 pub mod fsutil;
 pub mod images;
 pub mod isofile;
 pub mod packaging;
 pub mod product;
+pub mod progress;
 pub mod registry_config;
 pub mod remote;
 pub mod solution;

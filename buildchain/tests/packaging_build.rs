@@ -7,18 +7,20 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use buildchain::config::Settings;
+use buildchain::config::{Profile, SettingOverrides, Settings};
 use buildchain::packaging::product::{build_all, Product};
 use testkit::{require_tool, run, run_ok};
 
 const SDE: &str = "1700000000";
 
 fn settings(repo_root: &Path, build_root: &Path) -> Settings {
-    let mut o = BTreeMap::new();
-    o.insert("BUILD_ROOT".to_string(), build_root.display().to_string());
-    o.insert("SOURCE_DATE_EPOCH".to_string(), SDE.to_string());
-    o.insert("BUILDCHAIN_PROFILE".to_string(), "default".to_string());
-    o.insert("PROJECT_NAME".to_string(), "MetalK8s".to_string());
+    let o = SettingOverrides {
+        build_root: Some(build_root.to_path_buf()),
+        source_date_epoch: Some(SDE.parse().unwrap()),
+        profile: Some(Profile::Default),
+        project_name: Some("MetalK8s".to_string()),
+        ..Default::default()
+    };
     Settings::load(repo_root, &o).unwrap()
 }
 

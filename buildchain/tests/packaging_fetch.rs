@@ -3,7 +3,6 @@
 //! work; a tampered RPM is refused with its name and digest; a second fetch makes no request;
 //! the release profile puts the pins in their product repository.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -193,17 +192,13 @@ fn packaging_release_profile_adds_locked_repo() {
     std::fs::write(pk.join("release.yaml"), request_yaml(&up.server.url())).unwrap();
     lock::lock(&pk.join("release.yaml"), &pk.join("lock.yaml")).unwrap();
 
-    let mut o = BTreeMap::new();
-    o.insert(
-        "BUILD_ROOT".to_string(),
-        tmp.path().join("_build").display().to_string(),
-    );
-    o.insert("SOURCE_DATE_EPOCH".to_string(), "1700000000".to_string());
-    o.insert("BUILDCHAIN_PROFILE".to_string(), "release".to_string());
-    o.insert(
-        "BUILDCHAIN_STORE".to_string(),
-        tmp.path().join("store").display().to_string(),
-    );
+    let o = buildchain::config::SettingOverrides {
+        build_root: Some(tmp.path().join("_build")),
+        source_date_epoch: Some(1_700_000_000),
+        profile: Some(buildchain::config::Profile::Release),
+        store_root: Some(tmp.path().join("store")),
+        ..Default::default()
+    };
     let s = Settings::load(&checkout, &o).unwrap();
     let names: Vec<String> = buildchain::tasks::packaging::tasks(&s)
         .unwrap()

@@ -8,20 +8,38 @@
 pub mod iso;
 pub mod publish;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::Settings;
+use crate::config::{Profile, SettingOverrides, Settings};
 use crate::engine::{self, Reporter, RunOptions};
 
 /// An error that is the user's to fix (bad flag, unknown task, bad configuration): exit code 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+/// `--reporter`: how a build reports (see [`engine::report`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportStyle {
+    /// `STARTED|SUCCESS|…` lines, progress bars on a terminal.
+    #[default]
+    Text,
+    /// One JSON document at the end.
+    Json,
+}
+
+impl From<ReportStyle> for Reporter {
+    fn from(s: ReportStyle) -> Self {
+        match s {
+            ReportStyle::Text => Reporter::Text,
+            ReportStyle::Json => Reporter::Json,
+        }
+    }
+}
 
 /// Options shared by every build-graph command.
 #[derive(Args, Debug, Clone, Default)]
@@ -33,8 +51,8 @@ pub struct GraphOptions {
     #[arg(long = "dry-run", global = true)]
     pub dry_run: bool,
     /// Output style.
-    #[arg(long, value_parser = ["text", "json"], default_value = "text", global = true)]
-    pub reporter: String,
+    #[arg(long, value_enum, default_value_t = ReportStyle::Text, global = true)]
+    pub reporter: ReportStyle,
     /// No progress bars even on a terminal.
     #[arg(long, global = true)]
     pub no_progress: bool,
@@ -48,8 +66,8 @@ pub struct GraphOptions {
     #[arg(long, global = true)]
     pub build_root: Option<PathBuf>,
     /// Inventory profile: `default` (offline) or `release` (adds pinned upstream images/RPMs).
-    #[arg(long, value_parser = ["default", "release"], global = true)]
-    pub profile: Option<String>,
+    #[arg(long, value_enum, global = true)]
+    pub profile: Option<Profile>,
     /// Armored OpenPGP secret key that signs RPMs, repodata and /CONTENTS.json
     /// (BUILDCHAIN_SIGNING_KEY; its passphrase from BUILDCHAIN_SIGNING_PASSPHRASE_FILE).
     /// Without it the build is unsigned.
@@ -62,6 +80,9 @@ pub struct GraphOptions {
     /// `read` or `readwrite` (default; BUILDCHAIN_REMOTE_CACHE_MODE).
     #[arg(long, global = true)]
     pub remote_cache_mode: Option<String>,
+    /// `BUILDCHAIN_MEDIA`, set by `iso --media` (not a global flag).
+    #[arg(skip)]
+    pub media: Option<String>,
 }
 
 #[derive(Parser, Debug)]
@@ -248,7 +269,10 @@ fn dispatch(cli: Cli) -> Result<u8> {
             crate::delivery::plan::parse_media(&m)
                 .map_err(|e| UsageError(format!("--media: {e}")))?;
             // The flag is the BUILDCHAIN_MEDIA setting (flag > environment > .env).
-            std::env::set_var("BUILDCHAIN_MEDIA", &m);
+            let opts = GraphOptions {
+                media: Some(m),
+                ..opts
+            };
             build(&opts, &["iso_volumes".to_string()])
         }
         Some(Cmd::Iso { verb: None, .. }) => build(&opts, &["iso".to_string()]),
@@ -380,7 +404,7 @@ fn merge_opts(a: GraphOptions, b: GraphOptions) -> GraphOptions {
     GraphOptions {
         jobs: b.jobs.or(a.jobs),
         dry_run: a.dry_run || b.dry_run,
-        reporter: if b.reporter != "text" {
+        reporter: if b.reporter != ReportStyle::Text {
             b.reporter
         } else {
             a.reporter
@@ -393,6 +417,7 @@ fn merge_opts(a: GraphOptions, b: GraphOptions) -> GraphOptions {
         signing_key: b.signing_key.or(a.signing_key),
         remote_cache: b.remote_cache.or(a.remote_cache),
         remote_cache_mode: b.remote_cache_mode.or(a.remote_cache_mode),
+        media: b.media.or(a.media),
     }
 }
 
@@ -424,23 +449,22 @@ fn load(opts: &GraphOptions) -> Result<(Settings, engine::Graph)> {
         opts.remote_cache_mode.as_deref(),
     )
     .map_err(|e| UsageError(format!("{e:#}")))?;
-    let mut overrides = BTreeMap::new();
-    if let Some(p) = &opts.project_name {
-        overrides.insert("PROJECT_NAME".to_string(), p.clone());
-    }
-    if let Some(b) = &opts.build_root {
-        overrides.insert("BUILD_ROOT".to_string(), b.display().to_string());
-    }
-    if let Some(p) = &opts.profile {
-        overrides.insert("BUILDCHAIN_PROFILE".to_string(), p.clone());
-    }
-    if let Some(k) = &opts.signing_key {
-        let cwd = std::env::current_dir().context("cannot read the current directory")?;
-        overrides.insert(
-            "BUILDCHAIN_SIGNING_KEY".to_string(),
-            cwd.join(k).display().to_string(),
-        );
-    }
+    // The key flag is relative to the working directory (the setting, to the repository).
+    let signing_key = match &opts.signing_key {
+        Some(k) => {
+            let cwd = std::env::current_dir().context("cannot read the current directory")?;
+            Some(cwd.join(k))
+        }
+        None => None,
+    };
+    let overrides = SettingOverrides {
+        project_name: opts.project_name.clone(),
+        build_root: opts.build_root.clone(),
+        profile: opts.profile,
+        signing_key,
+        media: opts.media.clone(),
+        ..SettingOverrides::default()
+    };
     let settings =
         Settings::load(&repo, &overrides).map_err(|e| UsageError(engine::error_text(&e)))?;
     let graph =
@@ -454,11 +478,7 @@ fn run_options(settings: &Settings, opts: &GraphOptions) -> RunOptions {
         r.jobs = j.max(1);
     }
     r.dry_run = opts.dry_run;
-    r.reporter = if opts.reporter == "json" {
-        Reporter::Json
-    } else {
-        Reporter::Text
-    };
+    r.reporter = opts.reporter.into();
     r.progress_bars = !opts.no_progress;
     r.prune_roots = vec![settings.build_root.clone(), settings.dist_dir.clone()];
     r
@@ -475,8 +495,9 @@ fn build(opts: &GraphOptions, patterns: &[String]) -> Result<u8> {
     let ropts = run_options(&settings, opts);
     let reporter = ropts.reporter;
     let summary = engine::run(&graph, &targets, ropts)?;
+    // The JSON reporter printed its document at the end of the run.
     match reporter {
-        Reporter::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
+        Reporter::Json => {}
         _ => {
             let count = |s: engine::Status| summary.tasks.iter().filter(|t| t.status == s).count();
             for p in &summary.pruned {

@@ -10,8 +10,8 @@ use anyhow::{bail, Context, Result};
 
 pub use version::Version;
 
-/// Which inventory to build.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// Which inventory to build (`--profile`, `BUILDCHAIN_PROFILE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub enum Profile {
     /// Offline: in-repo sources only.
     Default,
@@ -26,6 +26,60 @@ impl Profile {
             Profile::Default => "default",
             Profile::Release => "release",
         }
+    }
+}
+
+/// Settings given explicitly (command-line flags, library callers, tests): each one set here
+/// wins over the environment and `.env`. Typed, so nothing is parsed twice.
+#[derive(Clone, Debug, Default)]
+pub struct SettingOverrides {
+    /// `PROJECT_NAME`.
+    pub project_name: Option<String>,
+    /// `BUILD_ROOT` (relative to the repository root unless absolute).
+    pub build_root: Option<PathBuf>,
+    /// `SOURCE_DATE_EPOCH`.
+    pub source_date_epoch: Option<u64>,
+    /// `BUILDCHAIN_PROFILE`.
+    pub profile: Option<Profile>,
+    /// `BUILDCHAIN_STORE`.
+    pub store_root: Option<PathBuf>,
+    /// `BUILDCHAIN_SIGNING_KEY` (relative to the repository root unless absolute).
+    pub signing_key: Option<PathBuf>,
+    /// `BUILDCHAIN_SIGNING_PASSPHRASE_FILE`.
+    pub signing_passphrase_file: Option<PathBuf>,
+    /// `DELTA_BASE`.
+    pub delta_base: Option<PathBuf>,
+    /// `BUILDCHAIN_MEDIA` (`iso --media`).
+    pub media: Option<String>,
+}
+
+impl SettingOverrides {
+    /// The overrides as `(setting name, value)` text, as they appear in [`Settings::raw`].
+    fn raw(&self) -> Vec<(&'static str, String)> {
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        [
+            ("PROJECT_NAME", self.project_name.clone()),
+            ("BUILD_ROOT", path(&self.build_root)),
+            (
+                "SOURCE_DATE_EPOCH",
+                self.source_date_epoch.map(|s| s.to_string()),
+            ),
+            (
+                "BUILDCHAIN_PROFILE",
+                self.profile.map(|p| p.as_str().to_string()),
+            ),
+            ("BUILDCHAIN_STORE", path(&self.store_root)),
+            ("BUILDCHAIN_SIGNING_KEY", path(&self.signing_key)),
+            (
+                "BUILDCHAIN_SIGNING_PASSPHRASE_FILE",
+                path(&self.signing_passphrase_file),
+            ),
+            ("DELTA_BASE", path(&self.delta_base)),
+            ("BUILDCHAIN_MEDIA", self.media.clone()),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?)))
+        .collect()
     }
 }
 
@@ -119,7 +173,7 @@ impl Settings {
 
     /// Resolves settings for the repo at `repo_root`: `overrides` (flags) win over the process
     /// environment, which wins over `<repo_root>/.env`, which wins over defaults.
-    pub fn load(repo_root: &Path, overrides: &BTreeMap<String, String>) -> Result<Self> {
+    pub fn load(repo_root: &Path, overrides: &SettingOverrides) -> Result<Self> {
         let repo_root = repo_root
             .canonicalize()
             .with_context(|| format!("repository root {} not found", repo_root.display()))?;
@@ -131,19 +185,23 @@ impl Settings {
         };
         let mut raw = BTreeMap::new();
         for name in SETTING_NAMES {
-            let v = overrides
-                .get(*name)
-                .cloned()
-                .or_else(|| std::env::var(name).ok())
+            let v = std::env::var(name)
+                .ok()
                 .or_else(|| dotenv.get(*name).cloned());
             if let Some(v) = v {
                 raw.insert(name.to_string(), v);
             }
         }
-        let project_name = raw
-            .get("PROJECT_NAME")
-            .cloned()
-            .unwrap_or_else(|| "MetalK8s".to_string());
+        for (name, v) in overrides.raw() {
+            raw.insert(name.to_string(), v);
+        }
+        let project_name = match &overrides.project_name {
+            Some(p) => p.clone(),
+            None => raw
+                .get("PROJECT_NAME")
+                .cloned()
+                .unwrap_or_else(|| "MetalK8s".to_string()),
+        };
         if project_name.is_empty()
             || !project_name
                 .chars()
@@ -151,10 +209,11 @@ impl Settings {
         {
             bail!("PROJECT_NAME must be non-empty and hold only [A-Za-z0-9._-], found {project_name:?}");
         }
-        let build_root = raw
-            .get("BUILD_ROOT")
-            .map(|b| {
-                let p = PathBuf::from(b);
+        let build_root = overrides
+            .build_root
+            .clone()
+            .or_else(|| raw.get("BUILD_ROOT").map(PathBuf::from))
+            .map(|p| {
                 if p.is_absolute() {
                     p
                 } else {
@@ -162,20 +221,26 @@ impl Settings {
                 }
             })
             .unwrap_or_else(|| repo_root.join("_build"));
-        let source_date_epoch = match raw.get("SOURCE_DATE_EPOCH") {
-            Some(s) => parse_source_date_epoch(s)?,
-            None => None,
+        let source_date_epoch = match (overrides.source_date_epoch, raw.get("SOURCE_DATE_EPOCH")) {
+            (Some(s), _) => Some(s),
+            (None, Some(s)) => parse_source_date_epoch(s)?,
+            (None, None) => None,
         };
-        let profile = match raw.get("BUILDCHAIN_PROFILE").map(String::as_str) {
-            None | Some("") | Some("default") => Profile::Default,
-            Some("release") => Profile::Release,
-            Some(other) => {
+        let profile = match (
+            overrides.profile,
+            raw.get("BUILDCHAIN_PROFILE").map(String::as_str),
+        ) {
+            (Some(p), _) => p,
+            (None, None | Some("") | Some("default")) => Profile::Default,
+            (None, Some("release")) => Profile::Release,
+            (None, Some(other)) => {
                 bail!("BUILDCHAIN_PROFILE must be `default` or `release`, found {other:?}")
             }
         };
-        let store_root = raw
-            .get("BUILDCHAIN_STORE")
-            .map(PathBuf::from)
+        let store_root = overrides
+            .store_root
+            .clone()
+            .or_else(|| raw.get("BUILDCHAIN_STORE").map(PathBuf::from))
             .unwrap_or_else(crate::store::Store::default_root);
         let version = Version::from_file(&repo_root.join("VERSION"))?;
         // Relative key paths are relative to the repository root (the flag is made absolute
@@ -185,8 +250,14 @@ impl Settings {
                 .filter(|v| !v.trim().is_empty())
                 .map(|v| repo_root.join(v))
         };
-        let signing_key = path_setting("BUILDCHAIN_SIGNING_KEY");
-        let signing_passphrase_file = path_setting("BUILDCHAIN_SIGNING_PASSPHRASE_FILE");
+        let signing_key = match &overrides.signing_key {
+            Some(k) => Some(repo_root.join(k)),
+            None => path_setting("BUILDCHAIN_SIGNING_KEY"),
+        };
+        let signing_passphrase_file = match &overrides.signing_passphrase_file {
+            Some(f) => Some(repo_root.join(f)),
+            None => path_setting("BUILDCHAIN_SIGNING_PASSPHRASE_FILE"),
+        };
         let signer = match &signing_key {
             None => None,
             Some(k) => Some(std::sync::Arc::new(
@@ -228,5 +299,40 @@ mod tests {
                 .contains("SOURCE_DATE_EPOCH must be a number of seconds"),
             "{e}"
         );
+    }
+}
+
+#[cfg(test)]
+mod override_tests {
+    use super::{Profile, SettingOverrides, Settings};
+
+    #[test]
+    fn typed_overrides_win_over_dotenv_and_show_in_raw() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap();
+        let d = tempfile::tempdir().unwrap();
+        std::fs::copy(src.join("VERSION"), d.path().join("VERSION")).unwrap();
+        std::fs::write(
+            d.path().join(".env"),
+            "PROJECT_NAME=FromDotenv\nBUILDCHAIN_PROFILE=release\nBUILD_ROOT=dotenv-build\n",
+        )
+        .unwrap();
+        let root = d.path().canonicalize().unwrap();
+        let o = SettingOverrides {
+            project_name: Some("Flag".into()),
+            profile: Some(Profile::Default),
+            build_root: Some("flag-build".into()),
+            source_date_epoch: Some(42),
+            ..Default::default()
+        };
+        let s = Settings::load(d.path(), &o).unwrap();
+        assert_eq!(s.project_name, "Flag");
+        assert_eq!(s.profile, Profile::Default);
+        assert_eq!(s.build_root, root.join("flag-build"));
+        assert_eq!(s.source_date_epoch, Some(42));
+        assert_eq!(s.raw["PROJECT_NAME"], "Flag");
+        assert_eq!(s.raw["BUILDCHAIN_PROFILE"], "default");
+        assert_eq!(s.raw["SOURCE_DATE_EPOCH"], "42");
     }
 }

@@ -22,7 +22,7 @@ use std::sync::{Mutex, OnceLock};
 
 use anyhow::{Context, Result};
 
-use crate::engine::Progress;
+use crate::progress::Progress;
 use crate::store::Store;
 use inventory::{Inventory, Source};
 use manifest::Descriptor;
@@ -104,7 +104,7 @@ impl ImageBuilder {
 
     /// Makes every blob of inventory image `name` present in the store and returns its
     /// manifests. Registry images pinned by digest whose blobs are all stored need no network.
-    pub fn resolve(&self, name: &str, progress: Option<&Progress>) -> Result<Resolved> {
+    pub fn resolve(&self, name: &str, progress: Option<&dyn Progress>) -> Result<Resolved> {
         if let Some(r) = self
             .cache
             .lock()
@@ -171,7 +171,7 @@ impl ImageBuilder {
         name: &str,
         images_root: &Path,
         repo_prefix: &str,
-        progress: Option<&Progress>,
+        progress: Option<&dyn Progress>,
     ) -> Result<Vec<PathBuf>> {
         let entry = self
             .inventory

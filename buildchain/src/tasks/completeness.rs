@@ -23,7 +23,9 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
     }
     Ok(vec![t.action(move |ctx| {
         let base = completeness::load_base_provides(&repo)?;
-        let dangling = completeness::check_tree(&root, &prefix, &base)?;
+        // The engine's listing of the tree, shared with the other readers of this run.
+        let listing = ctx.walk(&root)?;
+        let dangling = completeness::check_tree_in(&root, &listing, &prefix, &base)?;
         if !dangling.is_empty() {
             let lines: Vec<String> = dangling.iter().map(|d| format!("  {d}")).collect();
             bail!(

@@ -6,12 +6,13 @@
 //! the build directories of the image and of its local bases plus `SOURCE_DATE_EPOCH`; an
 //! up-to-date image is skipped by the engine, so it needs no network at all.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Result;
 
 use crate::config::Settings;
-use crate::engine::Task;
+use crate::engine::{Action, Task, TaskContext};
 use crate::images::inventory::{Inventory, Source};
 use crate::images::ImageBuilder;
 use crate::store::Store;
@@ -29,7 +30,7 @@ pub fn tarball_repo_prefix(settings: &Settings) -> String {
 /// Every `images:*` task plus the `images` group task that depends on all of them.
 pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
     let repo_root = settings.repo_root.clone();
-    let inventory = Inventory::load(&repo_root, settings.profile)?;
+    let inventory = Arc::new(Inventory::load(&repo_root, settings.profile)?);
     let images_root = settings.iso_root.join("images");
     let prefix = tarball_repo_prefix(settings);
     let epoch = settings.timestamp();
@@ -90,28 +91,15 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
                 .value("tarball mtime", epoch.to_string())
                 .output(tar);
         }
-        let (repo_root, images_root, prefix, inventory, store_root, name_c, tag) = (
-            repo_root.clone(),
-            images_root.clone(),
-            prefix.clone(),
-            inventory.clone(),
-            settings.store_root.clone(),
-            name.clone(),
-            entry.tag.clone(),
-        );
-        t = t.action(move |ctx| {
-            let store = Store::shared(&store_root)?;
-            let builder = ImageBuilder::new(&repo_root, store.clone(), inventory.clone(), epoch);
-            let progress = ctx.progress(None, &format!("{name_c}:{tag}"));
-            let files = builder.materialize(&name_c, &images_root, &prefix, Some(&progress));
-            progress.finish();
-            for f in files? {
-                if let Some(hex) = linked_store_blob(&store, &f) {
-                    ctx.record_digest(&f, hex);
-                }
-                ctx.add_output(f);
-            }
-            Ok(())
+        t = t.runs(MaterializeImage {
+            repo_root: repo_root.clone(),
+            images_root: images_root.clone(),
+            prefix: prefix.clone(),
+            inventory: inventory.clone(),
+            store_root: settings.store_root.clone(),
+            name: name.clone(),
+            tag: entry.tag.clone(),
+            epoch,
         });
         names.push(task_name);
         tasks.push(t);
@@ -123,6 +111,43 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
             .deps(names),
     );
     Ok(tasks)
+}
+
+/// The action of `images:<name>`: fetch, import or build one image into the ISO tree.
+struct MaterializeImage {
+    repo_root: PathBuf,
+    images_root: PathBuf,
+    /// Repository prefix of docker-archive tags.
+    prefix: String,
+    inventory: Arc<Inventory>,
+    store_root: PathBuf,
+    name: String,
+    tag: String,
+    /// Timestamp of everything written.
+    epoch: u64,
+}
+
+impl Action for MaterializeImage {
+    fn run(&self, ctx: &mut TaskContext) -> Result<()> {
+        let store = Store::shared(&self.store_root)?;
+        let builder = ImageBuilder::new(
+            &self.repo_root,
+            store.clone(),
+            (*self.inventory).clone(),
+            self.epoch,
+        );
+        let progress = ctx.progress(None, &format!("{}:{}", self.name, self.tag));
+        let files =
+            builder.materialize(&self.name, &self.images_root, &self.prefix, Some(&progress));
+        progress.finish();
+        for f in files? {
+            if let Some(hex) = linked_store_blob(&store, &f) {
+                ctx.record_digest(&f, hex);
+            }
+            ctx.add_output(f);
+        }
+        Ok(())
+    }
 }
 
 /// The digest of `p` when it is a hard link of the store blob its name says: the store verified
@@ -156,11 +181,15 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::engine::{Input, TaskContext};
+    use crate::engine::Input;
 
     fn run(task: &Task) -> Vec<std::path::PathBuf> {
         let mut ctx = TaskContext::standalone(&task.name);
-        (task.action.as_ref().expect("action"))(&mut ctx).expect("task action");
+        task.action
+            .as_ref()
+            .expect("action")
+            .run(&mut ctx)
+            .expect("task action");
         ctx.added_outputs().to_vec()
     }
 
@@ -178,16 +207,12 @@ mod tests {
             .status()
             .unwrap();
         assert!(st.success());
-        let mut o = BTreeMap::new();
-        o.insert(
-            "BUILD_ROOT".to_string(),
-            tmp.path().join("build").display().to_string(),
-        );
-        o.insert(
-            "BUILDCHAIN_STORE".to_string(),
-            tmp.path().join("store").display().to_string(),
-        );
-        o.insert("SOURCE_DATE_EPOCH".to_string(), "1700000000".to_string());
+        let o = crate::config::SettingOverrides {
+            build_root: Some(tmp.path().join("build")),
+            store_root: Some(tmp.path().join("store")),
+            source_date_epoch: Some(1_700_000_000),
+            ..Default::default()
+        };
         let settings = Settings::load(&repo, &o).unwrap();
         let tasks = tasks(&settings).unwrap();
         let by_name: BTreeMap<&str, &Task> = tasks.iter().map(|t| (t.name.as_str(), t)).collect();

@@ -5,10 +5,12 @@
 //! volume id / timestamp: with nothing changed, nothing is re-mastered (the classic pipeline
 //! re-ran mkisofs, implantisomd5 and sha256sum over the whole image on every build).
 
+use std::path::PathBuf;
+
 use anyhow::Result;
 
 use crate::config::Settings;
-use crate::engine::Task;
+use crate::engine::{Action, Task, TaskContext};
 
 /// The `iso` task.
 pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
@@ -18,7 +20,6 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
     let root = settings.iso_root.clone();
     let volid = settings.volume_id();
     let timestamp = settings.timestamp() as i64;
-    let (i, s, p) = (iso.clone(), sum.clone(), product.clone());
     let v = volid.clone();
     let shown = iso
         .strip_prefix(&settings.repo_root)
@@ -35,27 +36,58 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
         .output(&iso)
         .output(&sum)
         .output(&product)
-        .action(move |ctx| {
-            let bar = ctx.progress(None, "mastering");
-            let report =
-                crate::isofile::master_atomic_progress(&root, &i, &v, true, timestamp, &bar)?;
-            bar.finish();
-            ctx.record_digest(&i, &report.sha256_hex);
-            let name = i
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let line = format!("{}  {name}\n", report.sha256_hex);
-            crate::fsutil::write_if_changed(&s, line.as_bytes(), Some(0o644))?;
-            crate::tasks::copy_file_if_changed(&root.join("product.txt"), &p)?;
-            ctx.note(&format!(
-                "{} bytes, {} files, {} shared extents, md5 {}",
-                report.size,
-                report.files,
-                report.shared_extents,
-                report.md5_hex.unwrap_or_default()
-            ));
-            ctx.note(&format!("wrote {shown}"));
-            Ok(())
+        .runs(MasterIso {
+            root,
+            iso,
+            sum,
+            product,
+            volid: v,
+            timestamp,
+            shown,
         })])
+}
+
+/// The action of `iso`: master the tree, then `SHA256SUM` and `product.txt` beside the image.
+struct MasterIso {
+    root: PathBuf,
+    iso: PathBuf,
+    sum: PathBuf,
+    product: PathBuf,
+    volid: String,
+    timestamp: i64,
+    /// The ISO's path as shown to the user.
+    shown: String,
+}
+
+impl Action for MasterIso {
+    fn run(&self, ctx: &mut TaskContext) -> Result<()> {
+        let bar = ctx.progress(None, "mastering");
+        let report = crate::isofile::master_atomic_progress(
+            &self.root,
+            &self.iso,
+            &self.volid,
+            true,
+            self.timestamp,
+            &bar,
+        )?;
+        bar.finish();
+        ctx.record_digest(&self.iso, &report.sha256_hex);
+        let name = self
+            .iso
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let line = format!("{}  {name}\n", report.sha256_hex);
+        crate::fsutil::write_if_changed(&self.sum, line.as_bytes(), Some(0o644))?;
+        crate::tasks::copy_file_if_changed(&self.root.join("product.txt"), &self.product)?;
+        ctx.note(&format!(
+            "{} bytes, {} files, {} shared extents, md5 {}",
+            report.size,
+            report.files,
+            report.shared_extents,
+            report.md5_hex.unwrap_or_default()
+        ));
+        ctx.note(&format!("wrote {}", self.shown));
+        Ok(())
+    }
 }

@@ -5,12 +5,13 @@
 //!   `repodata/`;
 //! - `packaging`: the public group.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Result;
 
 use crate::config::Settings;
-use crate::engine::Task;
+use crate::engine::{Action, Task, TaskContext};
 use crate::packaging::product::{Plan, Product};
 use crate::store::Store;
 
@@ -41,12 +42,10 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
         for f in p.def.source_files() {
             t = t.input_file(f);
         }
-        let (product2, plan2, name2) = (product.clone(), plan.clone(), name.clone());
-        t = t.action(move |ctx| {
-            let p = &plan2.packages[&name2];
-            let path = product2.build_rpm(p)?;
-            ctx.add_output(&path);
-            Ok(())
+        t = t.runs(BuildRpm {
+            product: product.clone(),
+            plan: plan.clone(),
+            name: name.clone(),
         });
         all.push(tname);
         tasks.push(t);
@@ -67,38 +66,11 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
             for p in &r.locked {
                 t = t.output(dir.join(p.file_name()));
             }
-            let (product2, plan2, repo2, store_root2) = (
-                product.clone(),
-                plan.clone(),
-                repo.clone(),
-                store_root.clone(),
-            );
-            t = t.action(move |ctx| {
-                let store = Store::shared(&store_root2)?;
-                let total: u64 = plan2.repos[&repo2]
-                    .locked
-                    .iter()
-                    .filter(|p| !p.sha256.as_ref().is_some_and(|s| store.contains(s)))
-                    .filter_map(|p| p.size)
-                    .sum();
-                let bar = ctx.progress(Some(total), "downloading RPMs");
-                let (files, _stats) =
-                    product2.fetch_repo(&plan2, &repo2, &store, &mut |_, n| bar.inc(n))?;
-                bar.finish();
-                let dir = product2.repo_dir(&repo2);
-                for p in &plan2.repos[&repo2].locked {
-                    // Links of verified store blobs: the engine need not read them again.
-                    let (Some(sha), dest) = (&p.sha256, dir.join(p.file_name())) else {
-                        continue;
-                    };
-                    if super::images::is_store_link(&store, &dest, sha) {
-                        ctx.record_digest(&dest, sha.clone());
-                    }
-                }
-                for f in files {
-                    ctx.add_output(f);
-                }
-                Ok(())
+            t = t.runs(FetchRepo {
+                product: product.clone(),
+                plan: plan.clone(),
+                repo: repo.clone(),
+                store_root: store_root.clone(),
             });
             deps.push(tname.clone());
             all.push(tname);
@@ -122,20 +94,10 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
         for k in &r.gpg_keys {
             t = t.input_file(k);
         }
-        let (product2, plan2, repo2) = (product.clone(), plan.clone(), repo.clone());
-        t = t.action(move |ctx| {
-            let files = product2.assemble_repo(&plan2, &repo2)?;
-            let rpms: Vec<String> = plan2.repos[&repo2].rpm_files(&plan2);
-            for f in files {
-                // RPMs belong to their rpm/fetch tasks; this task owns keys and repodata.
-                let is_rpm = f
-                    .file_name()
-                    .is_some_and(|n| rpms.iter().any(|r| n == r.as_str()));
-                if !is_rpm {
-                    ctx.add_output(f);
-                }
-            }
-            Ok(())
+        t = t.runs(AssembleRepo {
+            product: product.clone(),
+            plan: plan.clone(),
+            repo: repo.clone(),
         });
         all.push(tname);
         tasks.push(t);
@@ -148,6 +110,83 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
             .deps(all),
     );
     Ok(tasks)
+}
+
+/// `packaging:<pkg>/rpm`: builds one RPM.
+struct BuildRpm {
+    product: Arc<Product>,
+    plan: Arc<Plan>,
+    name: String,
+}
+
+impl Action for BuildRpm {
+    fn run(&self, ctx: &mut TaskContext) -> Result<()> {
+        let path = self.product.build_rpm(&self.plan.packages[&self.name])?;
+        ctx.add_output(&path);
+        Ok(())
+    }
+}
+
+/// `packaging:<repo>/fetch`: the pinned RPMs of one repository, through the store.
+struct FetchRepo {
+    product: Arc<Product>,
+    plan: Arc<Plan>,
+    repo: String,
+    store_root: PathBuf,
+}
+
+impl Action for FetchRepo {
+    fn run(&self, ctx: &mut TaskContext) -> Result<()> {
+        let (product, plan, repo) = (&self.product, &self.plan, &self.repo);
+        let store = Store::shared(&self.store_root)?;
+        let total: u64 = plan.repos[repo]
+            .locked
+            .iter()
+            .filter(|p| !p.sha256.as_ref().is_some_and(|s| store.contains(s)))
+            .filter_map(|p| p.size)
+            .sum();
+        let bar = ctx.progress(Some(total), "downloading RPMs");
+        let (files, _stats) = product.fetch_repo(plan, repo, &store, &mut |_, n| bar.inc(n))?;
+        bar.finish();
+        let dir = product.repo_dir(repo);
+        for p in &plan.repos[repo].locked {
+            // Links of verified store blobs: the engine need not read them again.
+            let (Some(sha), dest) = (&p.sha256, dir.join(p.file_name())) else {
+                continue;
+            };
+            if super::images::is_store_link(&store, &dest, sha) {
+                ctx.record_digest(&dest, sha.clone());
+            }
+        }
+        for f in files {
+            ctx.add_output(f);
+        }
+        Ok(())
+    }
+}
+
+/// `packaging:<repo>/repodata`: keys and repodata of one repository.
+struct AssembleRepo {
+    product: Arc<Product>,
+    plan: Arc<Plan>,
+    repo: String,
+}
+
+impl Action for AssembleRepo {
+    fn run(&self, ctx: &mut TaskContext) -> Result<()> {
+        let files = self.product.assemble_repo(&self.plan, &self.repo)?;
+        let rpms: Vec<String> = self.plan.repos[&self.repo].rpm_files(&self.plan);
+        for f in files {
+            // RPMs belong to their rpm/fetch tasks; this task owns keys and repodata.
+            let is_rpm = f
+                .file_name()
+                .is_some_and(|n| rpms.iter().any(|r| n == r.as_str()));
+            if !is_rpm {
+                ctx.add_output(f);
+            }
+        }
+        Ok(())
+    }
 }
 
 fn repo_rpm_list(plan: &Plan, repo: &str) -> String {

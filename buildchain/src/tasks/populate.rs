@@ -115,7 +115,8 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
             .action(move |ctx| {
                 let hash = |p: &Path| ctx.sha256(p);
                 let images = crate::trust::index::scan_images(&r)?;
-                let rpms = crate::trust::index::scan_rpms(&r, &hash)?;
+                let listing = ctx.walk(&r)?;
+                let rpms = crate::trust::index::scan_rpms_in(&r, &listing, &hash)?;
                 let bytes = crate::trust::sbom::sbom_json(&crate::trust::sbom::SbomInput {
                     name: &name,
                     version: &version,
@@ -146,7 +147,7 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
             .output(&sums)
             .action(move |ctx| {
                 let mut text = String::new();
-                let files = crate::engine::signature::walk_tree(&r)?;
+                let files = ctx.walk(&r)?;
                 for f in files {
                     if f == s || skip.contains(&f) || !std::fs::symlink_metadata(&f)?.is_file() {
                         continue;
@@ -174,7 +175,8 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
             .action(move |ctx| {
                 let hash = |p: &Path| ctx.sha256(p);
                 let product = product::read_product_txt(&r.join("product.txt"))?;
-                let index = crate::trust::index::build_index(&r, product, sde, &hash)?;
+                let listing = ctx.walk(&r)?;
+                let index = crate::trust::index::build_index_in(&r, &listing, product, sde, &hash)?;
                 let bytes = index
                     .to_json_bytes()
                     .context("cannot serialise CONTENTS.json")?;

@@ -468,29 +468,40 @@ pub const REGISTRY_INCLUDE: &str = "salt/metalk8s/repo/files/metalk8s-registry.i
 /// the repository prefix it uses, `metalk8s-<version>/`), and the closure of every RPM under
 /// `packages/` with `base` as base-OS provides.
 pub fn check_tree(root: &Path, prefix: &str, base: &BTreeSet<String>) -> Result<Vec<Dangling>> {
+    let listing = crate::engine::signature::walk_tree(root)?;
+    check_tree_in(root, &listing, prefix, base)
+}
+
+/// [`check_tree`] over a listing of the tree already taken (`walk_tree` order; symlinks in it
+/// are skipped).
+pub fn check_tree_in(
+    root: &Path,
+    listing: &[std::path::PathBuf],
+    prefix: &str,
+    base: &BTreeSet<String>,
+) -> Result<Vec<Dangling>> {
     let mut texts: Vec<(String, String)> = Vec::new();
     let mut manifests: Vec<String> = Vec::new();
     let mut rpms = Vec::new();
-    for e in walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .sort_by_file_name()
-    {
-        let e = e.with_context(|| format!("cannot walk {}", root.display()))?;
-        if !e.file_type().is_file() {
+    for path in listing {
+        let is_file = std::fs::symlink_metadata(path)
+            .with_context(|| format!("cannot stat {}", path.display()))?
+            .is_file();
+        if !is_file {
             continue;
         }
-        let rel = crate::tasks::rel_name(e.path(), root);
+        let rel = crate::tasks::rel_name(path, root);
         if is_scanned(&rel) {
-            let bytes = std::fs::read(e.path())
-                .with_context(|| format!("cannot read {}", e.path().display()))?;
+            let bytes =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
             texts.push((rel, String::from_utf8_lossy(&bytes).into_owned()));
         } else if rel.starts_with("images/") && rel.ends_with("/manifest.json") {
             manifests.push(rel);
         } else if rel.starts_with("packages/") && rel.ends_with(".rpm") {
-            let f = std::fs::File::open(e.path())
-                .with_context(|| format!("cannot open {}", e.path().display()))?;
+            let f = std::fs::File::open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
             let md = rpm::PackageMetadata::parse(&mut std::io::BufReader::new(f))
-                .with_context(|| format!("{}: not a readable RPM", e.path().display()))?;
+                .with_context(|| format!("{}: not a readable RPM", path.display()))?;
             rpms.push(RpmDeps::from_metadata(&rel, &md)?);
         }
     }

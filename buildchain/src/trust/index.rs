@@ -112,8 +112,13 @@ pub fn scan_images(root: &Path) -> Result<Vec<ImageEntry>> {
 
 /// Every `.rpm` of the tree (outside `images/`), read in parallel, sorted by path.
 pub fn scan_rpms(root: &Path, hash: Hasher<'_>) -> Result<Vec<RpmInfo>> {
-    let files: Vec<PathBuf> = crate::engine::signature::walk_tree(root)?
-        .into_iter()
+    scan_rpms_in(root, &crate::engine::signature::walk_tree(root)?, hash)
+}
+
+/// [`scan_rpms`] over a listing of the tree already taken (`walk_tree` order).
+pub fn scan_rpms_in(root: &Path, listing: &[PathBuf], hash: Hasher<'_>) -> Result<Vec<RpmInfo>> {
+    let files: Vec<&PathBuf> = listing
+        .iter()
         .filter(|p| {
             p.extension().is_some_and(|x| x == "rpm")
                 && !p.starts_with(root.join("images"))
@@ -162,11 +167,13 @@ pub fn rpm_info(root: &Path, p: &Path, hash: Hasher<'_>) -> Result<RpmInfo> {
 
 /// Every regular file of the tree except the index and its signature, sorted by path.
 pub fn scan_files(root: &Path, hash: Hasher<'_>) -> Result<Vec<FileEntry>> {
+    scan_files_in(root, &crate::engine::signature::walk_tree(root)?, hash)
+}
+
+/// [`scan_files`] over a listing of the tree already taken (`walk_tree` order).
+pub fn scan_files_in(root: &Path, listing: &[PathBuf], hash: Hasher<'_>) -> Result<Vec<FileEntry>> {
     let skip = [root.join(CONTENTS_FILE), root.join(CONTENTS_SIGNATURE_FILE)];
-    let files: Vec<PathBuf> = crate::engine::signature::walk_tree(root)?
-        .into_iter()
-        .filter(|p| !skip.contains(p))
-        .collect();
+    let files: Vec<&PathBuf> = listing.iter().filter(|p| !skip.contains(p)).collect();
     let mut out: Vec<Option<FileEntry>> = files
         .par_iter()
         .map(|p| {
@@ -208,6 +215,18 @@ pub fn build_index(
     source_date_epoch: Option<u64>,
     hash: Hasher<'_>,
 ) -> Result<ContentIndex> {
+    let listing = crate::engine::signature::walk_tree(root)?;
+    build_index_in(root, &listing, product, source_date_epoch, hash)
+}
+
+/// [`build_index`] over a listing of the tree already taken (files and RPMs share it).
+pub fn build_index_in(
+    root: &Path,
+    listing: &[PathBuf],
+    product: BTreeMap<String, String>,
+    source_date_epoch: Option<u64>,
+    hash: Hasher<'_>,
+) -> Result<ContentIndex> {
     Ok(ContentIndex {
         schema: CONTENTS_SCHEMA.to_string(),
         product,
@@ -216,9 +235,9 @@ pub fn build_index(
             version: env!("CARGO_PKG_VERSION").to_string(),
         },
         source_date_epoch,
-        files: scan_files(root, hash)?,
+        files: scan_files_in(root, listing, hash)?,
         images: scan_images(root)?,
-        rpms: scan_rpms(root, hash)?
+        rpms: scan_rpms_in(root, listing, hash)?
             .into_iter()
             .map(|r| r.entry)
             .collect(),

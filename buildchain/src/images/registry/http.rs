@@ -12,7 +12,7 @@ use anyhow::{anyhow, Result};
 
 use super::credentials::load_creds;
 use super::RegistryClient;
-use crate::engine::Progress;
+use crate::progress::Progress;
 use crate::images::reference::Reference;
 
 /// Largest manifest accepted (bytes), like the reference registry's limit.
@@ -98,7 +98,7 @@ pub(super) struct Watch<'a, R> {
     pub(super) stall: Duration,
     pub(super) mark: Instant,
     pub(super) since_mark: u64,
-    pub(super) progress: Option<&'a Progress>,
+    pub(super) progress: Option<&'a dyn Progress>,
     pub(super) stats: &'a Stats,
 }
 

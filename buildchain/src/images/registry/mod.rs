@@ -43,7 +43,7 @@ use super::layout::resolve_from_store;
 use super::manifest::{Descriptor, Manifest, Platform, ACCEPT_MANIFESTS};
 use super::reference::{digest_hex, Reference};
 use super::Resolved;
-use crate::engine::Progress;
+use crate::progress::Progress;
 use crate::fsutil::sha256_bytes;
 use crate::store::Store;
 
@@ -148,7 +148,7 @@ impl RegistryClient {
         r: &Reference,
         d: &Descriptor,
         what: &str,
-        progress: Option<&Progress>,
+        progress: Option<&dyn Progress>,
     ) -> Result<u64> {
         let hex = d.hex().to_string();
         if store.contains(&hex) {
@@ -167,7 +167,7 @@ impl RegistryClient {
         r: &Reference,
         d: &Descriptor,
         what: &str,
-        progress: Option<&Progress>,
+        progress: Option<&dyn Progress>,
     ) -> Result<u64> {
         let hex = d.hex().to_string();
         let url = self.url(r, &format!("blobs/{}", d.digest));
@@ -228,7 +228,7 @@ impl RegistryClient {
         r: &Reference,
         image: &Resolved,
         what: &str,
-        progress: Option<&Progress>,
+        progress: Option<&dyn Progress>,
     ) -> Result<()> {
         let missing = missing_blobs(store, image);
         for d in &missing {

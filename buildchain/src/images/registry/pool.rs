@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use rayon::prelude::*;
 
 use super::RegistryClient;
-use crate::engine::Progress;
+use crate::progress::Progress;
 use crate::images::manifest::{Descriptor, Platform};
 use crate::images::reference::Reference;
 use crate::images::Resolved;
@@ -51,7 +51,7 @@ pub fn fetch_many(
     store: &Store,
     jobs: &[(Reference, String, std::path::PathBuf)],
     platform: &Platform,
-    progress: Option<&Progress>,
+    progress: Option<&dyn Progress>,
 ) -> Result<Vec<Resolved>> {
     if jobs.is_empty() {
         bail!("nothing to fetch");

@@ -127,7 +127,7 @@ impl StateDb {
         files: BTreeMap<PathBuf, FileRecord>,
     ) -> Result<()> {
         if self.journal.is_none() {
-            crate::fsutil::create_dir_all(&self.dir)?;
+            crate::fs::create_dir_all(&self.dir)?;
             let f = OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -151,7 +151,7 @@ impl StateDb {
 
     /// Writes a full snapshot atomically and empties the journal.
     pub fn save(&mut self, state: &State) -> Result<()> {
-        crate::fsutil::create_dir_all(&self.dir)?;
+        crate::fs::create_dir_all(&self.dir)?;
         let mut s = state.clone();
         s.version = 1;
         let bytes = serde_json::to_vec(&s)?;
@@ -164,7 +164,7 @@ impl StateDb {
         {
             return Ok(());
         }
-        crate::fsutil::write_atomic(&snapshot, &bytes)?;
+        crate::fs::write_atomic(&snapshot, &bytes)?;
         self.journal = None;
         let _ = fs::remove_file(self.dir.join("state.journal"));
         Ok(())

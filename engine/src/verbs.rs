@@ -4,7 +4,8 @@ use std::fmt::Write;
 
 use anyhow::{anyhow, Result};
 
-use super::run::{closure, Engine, RunOptions};
+use super::run::{Engine, RunOptions};
+use super::scheduler::closure;
 use super::signature::rel;
 use super::task::Input;
 use super::Graph;

@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use rayon::prelude::*;
 
+use super::dirty::{DirtyReason, InputKey};
 use super::state::FileRecord;
 use super::task::Input;
 
@@ -31,8 +32,14 @@ pub struct HashCache {
     /// engine's decisions before its first action or deletion): each path is stat'ed and each
     /// tree listed once per run however many tasks name it.
     memo: Mutex<HashMap<PathBuf, String>>,
-    walks: Mutex<HashMap<PathBuf, Vec<PathBuf>>>,
     memo_on: AtomicBool,
+    /// Tree listings, kept for the whole run once enabled: a listing is dropped when a task
+    /// that may have changed it ends or the engine deletes under it ([`HashCache::forget_walks`]),
+    /// so the ISO tree is listed once per build however many tasks and actions read it.
+    walks: Mutex<HashMap<PathBuf, Vec<PathBuf>>>,
+    walks_on: AtomicBool,
+    /// Bumped by every [`HashCache::forget_walks`]: a listing taken across one is not kept.
+    walk_generation: AtomicU64,
 }
 
 fn now_ns() -> i128 {
@@ -87,37 +94,68 @@ impl HashCache {
             memo: Mutex::new(HashMap::new()),
             walks: Mutex::new(HashMap::new()),
             memo_on: AtomicBool::new(false),
+            walks_on: AtomicBool::new(false),
+            walk_generation: AtomicU64::new(0),
         }
     }
 
     /// Starts memoizing signatures and tree listings (the engine, before deciding anything).
     pub fn enable_memo(&self) {
         self.memo_on.store(true, Ordering::SeqCst);
+        self.walks_on.store(true, Ordering::SeqCst);
     }
 
-    /// Stops memoizing for the rest of the run: an action or a deletion may now change files.
+    /// Stops memoizing signatures for the rest of the run: an action or a deletion may now
+    /// change file contents. Tree listings stay, dropped one by one by [`HashCache::forget_walks`].
     pub fn disable_memo(&self) {
         if self.memo_on.swap(false, Ordering::SeqCst) {
             if let Ok(mut m) = self.memo.lock() {
                 m.clear();
             }
-            if let Ok(mut w) = self.walks.lock() {
-                w.clear();
-            }
         }
     }
 
-    /// [`walk_tree`], memoized while the memo is on.
+    /// Drops every listing `paths` may have changed: the listings of directories holding one of
+    /// them (or one of their parent directories), or lying under one of them or their parents.
+    /// The engine calls it with a task's outputs and owned directories when the task ends, and
+    /// with what it deletes.
+    pub fn forget_walks<'p>(&self, paths: impl IntoIterator<Item = &'p Path>) {
+        let mut touched: Vec<&Path> = Vec::new();
+        for p in paths {
+            touched.push(p);
+            touched.extend(p.parent());
+        }
+        self.walk_generation.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut w) = self.walks.lock() {
+            w.retain(|dir, _| {
+                !touched
+                    .iter()
+                    .any(|p| p.starts_with(dir) || dir.starts_with(p))
+            });
+        }
+    }
+
+    /// Drops every listing.
+    pub fn forget_all_walks(&self) {
+        self.walk_generation.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut w) = self.walks.lock() {
+            w.clear();
+        }
+    }
+
+    /// [`walk_tree`], memoized for the run once the memo is enabled (see
+    /// [`HashCache::forget_walks`]).
     pub fn walk(&self, dir: &Path) -> Result<Vec<PathBuf>> {
-        if !self.memo_on.load(Ordering::SeqCst) {
+        if !self.walks_on.load(Ordering::SeqCst) {
             return walk_tree(dir);
         }
         if let Some(v) = self.walks.lock().ok().and_then(|w| w.get(dir).cloned()) {
             return Ok(v);
         }
+        let generation = self.walk_generation.load(Ordering::SeqCst);
         let v = walk_tree(dir)?;
-        if self.memo_on.load(Ordering::SeqCst) {
-            if let Ok(mut w) = self.walks.lock() {
+        if let Ok(mut w) = self.walks.lock() {
+            if self.walk_generation.load(Ordering::SeqCst) == generation {
                 w.insert(dir.to_path_buf(), v.clone());
             }
         }
@@ -177,7 +215,7 @@ impl HashCache {
             if fresh.hashed_at_ns - fresh.mtime_ns <= racy_margin(fresh.mtime_ns) {
                 return Ok(());
             }
-            let sha = crate::fsutil::sha256_file(path)?;
+            let sha = crate::fs::sha256_file(path)?;
             self.hashed_bytes.fetch_add(meta.len(), Ordering::Relaxed);
             self.insert(path, record_from(&meta, sha));
             Ok(())
@@ -261,7 +299,7 @@ impl HashCache {
             self.insert(path, rec);
             return Ok(sha);
         }
-        let sha = crate::fsutil::sha256_file(path)?;
+        let sha = crate::fs::sha256_file(path)?;
         self.hashed_bytes.fetch_add(meta.len(), Ordering::Relaxed);
         let rec = record_from(&meta, sha.clone());
         self.insert(path, rec);
@@ -365,43 +403,31 @@ pub fn rel(path: &Path, root: &Path) -> String {
         .to_string()
 }
 
-/// Human reasons why `new` differs from `old` (at most `limit` lines, then a count).
+/// Why `new` differs from `old` (at most `limit` reasons, then a count).
 pub fn diff_reasons(
     old: &BTreeMap<String, String>,
     new: &BTreeMap<String, String>,
     limit: usize,
-) -> Vec<String> {
+) -> Vec<DirtyReason> {
     let mut reasons = Vec::new();
     for (k, v) in new {
         match old.get(k) {
-            None => reasons.push(format!("new input {}", pretty_key(k))),
-            Some(o) if o != v => reasons.push(format!("changed {}", pretty_key(k))),
+            None => reasons.push(DirtyReason::NewInput(InputKey::parse(k))),
+            Some(o) if o != v => reasons.push(DirtyReason::Changed(InputKey::parse(k))),
             _ => {}
         }
     }
     for k in old.keys() {
         if !new.contains_key(k) {
-            reasons.push(format!("removed input {}", pretty_key(k)));
+            reasons.push(DirtyReason::RemovedInput(InputKey::parse(k)));
         }
     }
     if reasons.len() > limit {
         let more = reasons.len() - limit;
         reasons.truncate(limit);
-        reasons.push(format!("… and {more} more"));
+        reasons.push(DirtyReason::MoreInputs(more));
     }
     reasons
-}
-
-fn pretty_key(k: &str) -> String {
-    if let Some(f) = k.strip_prefix("file:") {
-        format!("file {f}")
-    } else if let Some(v) = k.strip_prefix("value:") {
-        format!("value `{v}`")
-    } else if let Some(t) = k.strip_prefix("tree:") {
-        format!("tree {t}")
-    } else {
-        k.to_string()
-    }
 }
 
 #[cfg(test)]
@@ -417,7 +443,7 @@ mod tests {
             fs::hard_link(&a, d.path().join(format!("l{i}"))).unwrap();
         }
         let cache = HashCache::default();
-        let want = crate::fsutil::sha256_file(&a).unwrap();
+        let want = crate::fs::sha256_file(&a).unwrap();
         for i in 0..5 {
             let p = d.path().join(format!("l{i}"));
             assert_eq!(cache.signature(&p).unwrap(), want);
@@ -459,12 +485,18 @@ mod tests {
         // Nothing changes files while the memo is on (the engine turns it off before any action
         // or deletion): a stale answer here shows the memo is used.
         fs::write(&a, b"two!").unwrap();
-        fs::write(d.path().join("b"), b"").unwrap();
+        let b = d.path().join("b");
+        fs::write(&b, b"").unwrap();
         assert_eq!(cache.signature(&a).unwrap(), one);
         assert_eq!(cache.walk(d.path()).unwrap(), vec![a.clone()]);
         cache.disable_memo();
         assert_ne!(cache.signature(&a).unwrap(), one);
-        assert_eq!(cache.walk(d.path()).unwrap().len(), 2);
+        // Listings outlive the signature memo until a change under them is reported.
+        assert_eq!(cache.walk(d.path()).unwrap(), vec![a.clone()]);
+        cache.forget_walks([Path::new("/elsewhere/x")]);
+        assert_eq!(cache.walk(d.path()).unwrap(), vec![a.clone()]);
+        cache.forget_walks([b.as_path()]);
+        assert_eq!(cache.walk(d.path()).unwrap(), vec![a.clone(), b.clone()]);
     }
 
     #[test]

@@ -24,8 +24,21 @@ pub enum Input {
     },
 }
 
-/// What a task does when it runs. It writes its outputs atomically (see [`crate::fsutil`]).
-pub type Action = Arc<dyn Fn(&mut TaskContext) -> anyhow::Result<()> + Send + Sync>;
+/// What a task does when it runs: a small struct holding exactly what the work needs (or a
+/// closure, for one-liners). It writes its outputs atomically (see [`crate::fs`]).
+pub trait Action: Send + Sync {
+    /// Does the work; outputs found on the way are registered on `ctx`.
+    fn run(&self, ctx: &mut TaskContext) -> anyhow::Result<()>;
+}
+
+impl<F> Action for F
+where
+    F: Fn(&mut TaskContext) -> anyhow::Result<()> + Send + Sync,
+{
+    fn run(&self, ctx: &mut TaskContext) -> anyhow::Result<()> {
+        self(ctx)
+    }
+}
 
 /// A node of the build graph.
 #[derive(Clone)]
@@ -48,7 +61,7 @@ pub struct Task {
     /// everything in them, even when no state record lists their files.
     pub owned_dirs: Vec<PathBuf>,
     /// `None` for grouping tasks (they only have dependencies).
-    pub action: Option<Action>,
+    pub action: Option<Arc<dyn Action>>,
     /// Files left out of tree inputs besides the task's outputs (files later tasks write into
     /// the same tree).
     pub input_excludes: Vec<PathBuf>,
@@ -142,12 +155,17 @@ impl Task {
         self.owned_dirs.push(path.as_ref().to_path_buf());
         self
     }
-    /// Sets the action.
+    /// Sets the action to a closure (for one-liners; see [`Task::runs`]).
     pub fn action<F>(mut self, f: F) -> Self
     where
         F: Fn(&mut TaskContext) -> anyhow::Result<()> + Send + Sync + 'static,
     {
         self.action = Some(Arc::new(f));
+        self
+    }
+    /// Sets the action to an [`Action`] struct.
+    pub fn runs(mut self, action: impl Action + 'static) -> Self {
+        self.action = Some(Arc::new(action));
         self
     }
 }
@@ -157,7 +175,7 @@ pub struct TaskContext {
     pub(crate) name: String,
     pub(crate) extra_outputs: Vec<PathBuf>,
     pub(crate) known_digests: Vec<(PathBuf, String)>,
-    pub(crate) progress: super::progress::ProgressHub,
+    pub(crate) report: Arc<dyn super::report::Report>,
     pub(crate) cache: Arc<super::signature::HashCache>,
 }
 
@@ -169,7 +187,7 @@ impl TaskContext {
             name: name.to_string(),
             extra_outputs: Vec::new(),
             known_digests: Vec::new(),
-            progress: super::progress::ProgressHub::quiet(),
+            report: Arc::new(super::report::SilentReport),
             cache: Arc::new(super::signature::HashCache::default()),
         }
     }
@@ -196,12 +214,17 @@ impl TaskContext {
     pub fn sha256(&self, path: &Path) -> anyhow::Result<String> {
         self.cache.signature(path)
     }
+    /// The regular files and symlinks under `dir`, sorted: during a run, the engine's listing,
+    /// shared by every task and action that reads the same tree until a task changes it.
+    pub fn walk(&self, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+        self.cache.walk(dir)
+    }
     /// A progress indicator for long work (a bar on a terminal, plain lines otherwise).
     pub fn progress(&self, total_bytes: Option<u64>, message: &str) -> Progress {
-        self.progress.start(&self.name, total_bytes, message)
+        self.report.progress(&self.name, total_bytes, message)
     }
     /// A human-readable note printed with the task name.
     pub fn note(&self, message: &str) {
-        self.progress.note(&self.name, message);
+        self.report.note(&self.name, message);
     }
 }

@@ -1,22 +1,37 @@
-//! The generic build-graph engine.
+//! The generic build-graph engine of buildchain (crate `buildchain-engine`).
+//!
+//! It depends on no other workspace crate: it knows tasks, files and values, never ISOs,
+//! images or packages. [`fs`] holds the atomic-file helpers every task uses (re-exported by
+//! `buildchain::fsutil`), [`testhook`] the crash points of the fault tests.
 //!
 //! A [`Graph`] of [`Task`]s with declared inputs (files, trees, values), outputs and
 //! dependencies. A task is up to date when the signature of its inputs and the state of its
 //! outputs match the last successful run recorded in the state DB under the build root.
 
+mod buildlog;
+pub mod decide;
+pub mod dirty;
+pub mod fs;
+mod lock;
 pub mod progress;
+pub mod prune;
+pub mod report;
 pub mod run;
+pub mod scheduler;
 pub mod select;
 pub mod signature;
 pub mod state;
 pub mod task;
+pub mod testhook;
 pub mod verbs;
 
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
 
+pub use dirty::{DirtyReason, InputKey};
 pub use progress::{Progress, ProgressHub};
+pub use report::Report;
 pub use run::{run, Engine, Reporter, RunOptions, RunSummary, Status, TaskResult};
 pub use select::expand;
 pub use task::{Action, Input, Task, TaskContext};

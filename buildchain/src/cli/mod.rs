@@ -5,7 +5,14 @@
 //! `store verify|du|gc`.
 //! Exit codes: 0 success, 1 build/validation failure, 2 usage or configuration error.
 
+pub mod delivery;
+pub mod images;
 pub mod iso;
+pub mod output;
+pub mod packaging;
+pub mod registry_config;
+pub mod solution;
+pub mod verify;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -108,11 +115,11 @@ enum Cmd {
         verb: Option<PackagingCmd>,
     },
     /// Generate the static-registry nginx configuration for an images tree.
-    RegistryConfig(crate::registry_config::cli::RegistryConfigArgs),
+    RegistryConfig(registry_config::RegistryConfigArgs),
     /// Build or validate Solution ISOs.
     Solution {
         #[command(subcommand)]
-        cmd: crate::solution::cli::SolutionCommand,
+        cmd: solution::SolutionCommand,
     },
     /// Blob store verbs (`BUILDCHAIN_STORE`).
     Store {
@@ -120,20 +127,20 @@ enum Cmd {
         cmd: StoreCmd,
     },
     /// Verify a medium offline: MD5, index signature, every file, image and RPM, completeness.
-    Verify(crate::trust::verify::VerifyArgs),
+    Verify(verify::VerifyArgs),
     /// Container image verbs.
     Image {
         #[command(subcommand)]
         cmd: ImageCmd,
     },
     /// Plan a build from manifests only: sizes, bytes to fetch, predicted ISO size, media fit.
-    Plan(crate::delivery::cli::PlanArgs),
+    Plan(delivery::PlanArgs),
     /// Compare two ISOs or trees (images, RPMs, Salt and scripts, sizes).
-    Diff(crate::delivery::cli::DiffArgs),
+    Diff(delivery::DiffArgs),
     /// Delta ISOs: `delta build OLD NEW -o DELTA`, `delta apply OLD DELTA -o NEW`.
     Delta {
         #[command(subcommand)]
-        cmd: crate::delivery::cli::DeltaCmd,
+        cmd: delivery::DeltaCmd,
     },
     /// Tasks to build.
     #[command(external_subcommand)]
@@ -143,15 +150,15 @@ enum Cmd {
 #[derive(Subcommand, Debug)]
 enum PackagingCmd {
     /// Resolve requested third-party RPMs to pins (name, EVR, arch, sha256) and write the lock.
-    Lock(crate::packaging::cli::LockArgs),
+    Lock(packaging::LockArgs),
     /// Write `repodata/` for a directory of RPMs (like `createrepo_c --no-database`).
-    Repodata(crate::packaging::cli::RepodataArgs),
+    Repodata(packaging::RepodataArgs),
 }
 
 #[derive(Subcommand, Debug)]
 enum ImageCmd {
     /// Fetch an image into a `dir:` layout (like `skopeo copy docker://REF dir:DEST`).
-    Fetch(crate::images::cli::FetchArgs),
+    Fetch(images::FetchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -230,10 +237,10 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Some(Cmd::Packaging { verb: None }) => build(&opts, &["packaging".to_string()]),
         Some(Cmd::Packaging {
             verb: Some(PackagingCmd::Lock(a)),
-        }) => crate::packaging::cli::lock(&a).map(|()| 0),
+        }) => packaging::lock(&a).map(|()| 0),
         Some(Cmd::Packaging {
             verb: Some(PackagingCmd::Repodata(a)),
-        }) => crate::packaging::cli::repodata(&a).map(|()| 0),
+        }) => packaging::repodata(&a).map(|()| 0),
         Some(Cmd::List { all, private }) => {
             let (settings, graph) = load(&opts)?;
             let _ = settings;
@@ -291,16 +298,16 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Some(Cmd::Plan(a)) => {
             let (settings, graph) = load(&opts)?;
             let ropts = run_options(&settings, &opts);
-            crate::delivery::cli::plan(&a, &settings, &graph, ropts)
+            delivery::plan(&a, &settings, &graph, ropts)
         }
-        Some(Cmd::Diff(a)) => crate::delivery::cli::diff(&a),
-        Some(Cmd::Delta { cmd }) => crate::delivery::cli::delta(&cmd),
-        Some(Cmd::RegistryConfig(a)) => crate::registry_config::cli::run(&a).map(|()| 0),
-        Some(Cmd::Solution { cmd }) => crate::solution::cli::run(&cmd),
-        Some(Cmd::Verify(a)) => crate::trust::verify::run(&a),
+        Some(Cmd::Diff(a)) => delivery::diff(&a),
+        Some(Cmd::Delta { cmd }) => delivery::delta(&cmd),
+        Some(Cmd::RegistryConfig(a)) => registry_config::run(&a).map(|()| 0),
+        Some(Cmd::Solution { cmd }) => solution::run(&cmd),
+        Some(Cmd::Verify(a)) => verify::run(&a),
         Some(Cmd::Image {
             cmd: ImageCmd::Fetch(a),
-        }) => crate::images::cli::fetch(&a).map(|()| 0),
+        }) => images::fetch(&a).map(|()| 0),
         Some(Cmd::Store { cmd }) => store_verb(&cmd),
     }
 }

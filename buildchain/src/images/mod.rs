@@ -8,7 +8,6 @@
 //! - [`registry::RegistryClient`] + [`registry::fetch_many`] for registry pulls;
 //! - [`local::build`] for local builds; [`layout`] for the on-disk formats.
 
-pub mod cli;
 pub mod inventory;
 pub mod layout;
 pub mod local;

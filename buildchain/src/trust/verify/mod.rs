@@ -114,34 +114,3 @@ fn check(m: &Medium, opts: &VerifyOptions, rep: &mut Report) {
     let rpms = check_rpms(m, index.as_ref(), opts, rep);
     check_completeness(m, &rpms, rep);
 }
-
-/// `buildchain verify` arguments.
-#[derive(clap::Args, Debug)]
-pub struct VerifyArgs {
-    /// The ISO file or the tree directory.
-    pub path: std::path::PathBuf,
-    /// Armored OpenPGP public key the index and the RPMs must be signed with.
-    #[arg(long)]
-    pub key: Option<std::path::PathBuf>,
-    /// Output format: text or json.
-    #[arg(long, default_value = "text")]
-    pub format: String,
-}
-
-/// Runs `buildchain verify`; returns the exit code (1 when there is an error finding).
-pub fn run(args: &VerifyArgs) -> anyhow::Result<u8> {
-    use anyhow::Context;
-    if !matches!(args.format.as_str(), "text" | "json") {
-        anyhow::bail!("unknown --format {:?} (text or json)", args.format);
-    }
-    let key = match &args.key {
-        Some(k) => Some(std::fs::read(k).with_context(|| format!("cannot read {}", k.display()))?),
-        None => None,
-    };
-    let report = verify_path(&args.path, &VerifyOptions { key });
-    match args.format.as_str() {
-        "json" => print!("{}", report.to_json()),
-        _ => print!("{}", report.to_text()),
-    }
-    Ok(u8::from(report.errors() > 0))
-}

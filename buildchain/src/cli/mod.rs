@@ -8,6 +8,7 @@
 pub mod delivery;
 pub mod images;
 pub mod iso;
+pub mod log;
 pub mod output;
 pub mod packaging;
 pub mod registry_config;
@@ -75,6 +76,8 @@ pub struct GraphOptions {
 struct Cli {
     #[command(flatten)]
     opts: GraphOptions,
+    #[command(flatten)]
+    log: log::LogOptions,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -177,6 +180,8 @@ enum StoreCmd {
 struct TaskArgs {
     #[command(flatten)]
     opts: GraphOptions,
+    #[command(flatten)]
+    log: log::LogOptions,
     tasks: Vec<String>,
 }
 
@@ -223,12 +228,16 @@ pub fn main_from_env_with(program: &str, extra: &[(&'static str, &'static str)])
 
 fn dispatch(cli: Cli) -> Result<u8> {
     let opts = cli.opts;
+    if !matches!(cli.cmd, Some(Cmd::Tasks(_))) {
+        log::init(cli.log.verbose);
+    }
     match cli.cmd {
         None => build(&opts, &["iso".to_string()]),
         Some(Cmd::Tasks(raw)) => {
             let mut argv = vec!["buildchain".to_string()];
             argv.extend(raw);
             let t = TaskArgs::try_parse_from(&argv).map_err(|e| UsageError(e.to_string()))?;
+            log::init(cli.log.verbose.saturating_add(t.log.verbose));
             let merged = merge_opts(opts, t.opts);
             build(&merged, &t.tasks)
         }

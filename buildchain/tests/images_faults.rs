@@ -673,7 +673,10 @@ fn retry_warning_is_shown_on_stderr() {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_buildchain"));
         c.args(["image", "fetch", "--insecure", &reference])
             .arg(s.tmp.path().join(dest))
-            .env("BUILDCHAIN_STORE", s.tmp.path().join(format!("{dest}-store")))
+            .env(
+                "BUILDCHAIN_STORE",
+                s.tmp.path().join(format!("{dest}-store")),
+            )
             .env_remove("RUST_LOG");
         if let Some(l) = rust_log {
             c.env("RUST_LOG", l);

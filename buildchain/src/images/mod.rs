@@ -14,6 +14,7 @@ pub mod local;
 pub mod manifest;
 pub mod reference;
 pub mod registry;
+mod tarball;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

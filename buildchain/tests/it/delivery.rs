@@ -2,8 +2,7 @@
 //! Chromium), and a product diff whose delta rebuilds the new ISO. Delta ISOs of Solutions are in
 //! `delivery_delta.rs`.
 
-mod delivery_common;
-mod solution_common;
+use crate::delivery_common;
 
 use std::path::Path;
 use std::process::Command;

@@ -3,8 +3,7 @@
 //! whose bytes do not match its digest fails naming the image and the digest and never enters
 //! the store; a blob shared by two images is fetched once; a second fetch makes zero requests.
 
-#[path = "images_support.rs"]
-mod support;
+use crate::images_support as support;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -2,8 +2,7 @@
 //! multi-platform images by digest, OCI and Docker v2s2 manifests; the written `dir:` layouts are
 //! byte-for-byte what `skopeo copy docker://… dir:` writes, and skopeo reads them back.
 
-#[path = "images_support.rs"]
-mod support;
+use crate::images_support as support;
 
 use std::path::Path;
 use std::process::Command;

@@ -1,8 +1,8 @@
 //! Issue 12: delta ISOs (`delta build` / `delta apply` byte-identical, wrong base refused, links
 //! and modes kept, images served to containerd from the two mounts).
 
-mod delivery_common;
-mod solution_common;
+use crate::delivery_common;
+use crate::solution_common;
 
 use std::path::Path;
 use std::process::Command;

@@ -3,7 +3,7 @@
 //! task's outputs without a state record, and `kill -9` at points inside every phase followed by
 //! a rerun yields the ISO and `_build/root` of a clean build.
 
-#[path = "images_support.rs"]
+#[path = "it/images_support.rs"]
 mod support;
 
 use std::collections::BTreeMap;

@@ -9,6 +9,7 @@
 //! - [`reader::IsoReader`] walks an image (Rock Ridge names, Joliet or plain fallback), and streams
 //!   file contents; it is hardened against hostile images (errors, never panics).
 
+pub mod date;
 pub mod md5core;
 pub mod md5sum;
 pub mod reader;

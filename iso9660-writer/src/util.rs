@@ -38,17 +38,7 @@ pub(crate) fn be32(buf: &[u8], at: usize) -> u32 {
 pub(crate) fn civil(ts: i64) -> (i64, u32, u32, u32, u32, u32) {
     let days = ts.div_euclid(86_400);
     let secs = ts.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = if m <= 2 { y + 1 } else { y };
+    let (y, m, d) = crate::date::civil_from_days(days);
     (
         y,
         m,
@@ -59,16 +49,7 @@ pub(crate) fn civil(ts: i64) -> (i64, u32, u32, u32, u32, u32) {
     )
 }
 
-/// Unix time of a civil date (UTC).
-pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = m as i64;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
+pub(crate) use crate::date::days_from_civil;
 
 /// 7-byte directory-record date (ECMA-119 9.1.5), GMT offset 0.
 pub(crate) fn dir_date(ts: i64) -> [u8; 7] {

@@ -5,8 +5,16 @@
 //! `store verify|du|gc`.
 //! Exit codes: 0 success, 1 build/validation failure, 2 usage or configuration error.
 
+pub mod delivery;
+pub mod images;
 pub mod iso;
+pub mod log;
+pub mod output;
+pub mod packaging;
 pub mod publish;
+pub mod registry_config;
+pub mod solution;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -97,6 +105,8 @@ pub struct GraphOptions {
 struct Cli {
     #[command(flatten)]
     opts: GraphOptions,
+    #[command(flatten)]
+    log: log::LogOptions,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -141,11 +151,11 @@ enum Cmd {
         verb: Option<PackagingCmd>,
     },
     /// Generate the static-registry nginx configuration for an images tree.
-    RegistryConfig(crate::registry_config::cli::RegistryConfigArgs),
+    RegistryConfig(registry_config::RegistryConfigArgs),
     /// Build or validate Solution ISOs.
     Solution {
         #[command(subcommand)]
-        cmd: crate::solution::cli::SolutionCommand,
+        cmd: solution::SolutionCommand,
     },
     /// Blob store verbs (`BUILDCHAIN_STORE`).
     Store {
@@ -153,20 +163,20 @@ enum Cmd {
         cmd: StoreCmd,
     },
     /// Verify a medium offline: MD5, index signature, every file, image and RPM, completeness.
-    Verify(crate::trust::verify::VerifyArgs),
+    Verify(verify::VerifyArgs),
     /// Container image verbs.
     Image {
         #[command(subcommand)]
         cmd: ImageCmd,
     },
     /// Plan a build from manifests only: sizes, bytes to fetch, predicted ISO size, media fit.
-    Plan(crate::delivery::cli::PlanArgs),
+    Plan(delivery::PlanArgs),
     /// Compare two ISOs or trees (images, RPMs, Salt and scripts, sizes).
-    Diff(crate::delivery::cli::DiffArgs),
+    Diff(delivery::DiffArgs),
     /// Delta ISOs: `delta build OLD NEW -o DELTA`, `delta apply OLD DELTA -o NEW`.
     Delta {
         #[command(subcommand)]
-        cmd: crate::delivery::cli::DeltaCmd,
+        cmd: delivery::DeltaCmd,
     },
     /// Push a built ISO, its SBOM and content index as one OCI artifact.
     Publish(publish::PublishArgs),
@@ -180,15 +190,15 @@ enum Cmd {
 #[derive(Subcommand, Debug)]
 enum PackagingCmd {
     /// Resolve requested third-party RPMs to pins (name, EVR, arch, sha256) and write the lock.
-    Lock(crate::packaging::cli::LockArgs),
+    Lock(packaging::LockArgs),
     /// Write `repodata/` for a directory of RPMs (like `createrepo_c --no-database`).
-    Repodata(crate::packaging::cli::RepodataArgs),
+    Repodata(packaging::RepodataArgs),
 }
 
 #[derive(Subcommand, Debug)]
 enum ImageCmd {
     /// Fetch an image into a `dir:` layout (like `skopeo copy docker://REF dir:DEST`).
-    Fetch(crate::images::cli::FetchArgs),
+    Fetch(images::FetchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -207,6 +217,8 @@ enum StoreCmd {
 struct TaskArgs {
     #[command(flatten)]
     opts: GraphOptions,
+    #[command(flatten)]
+    log: log::LogOptions,
     tasks: Vec<String>,
 }
 
@@ -253,12 +265,16 @@ pub fn main_from_env_with(program: &str, extra: &[(&'static str, &'static str)])
 
 fn dispatch(cli: Cli) -> Result<u8> {
     let opts = cli.opts;
+    if !matches!(cli.cmd, Some(Cmd::Tasks(_))) {
+        log::init(cli.log.verbose);
+    }
     match cli.cmd {
         None => build(&opts, &["iso".to_string()]),
         Some(Cmd::Tasks(raw)) => {
             let mut argv = vec!["buildchain".to_string()];
             argv.extend(raw);
             let t = TaskArgs::try_parse_from(&argv).map_err(|e| UsageError(e.to_string()))?;
+            log::init(cli.log.verbose.saturating_add(t.log.verbose));
             let merged = merge_opts(opts, t.opts);
             build(&merged, &t.tasks)
         }
@@ -280,10 +296,10 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Some(Cmd::Packaging { verb: None }) => build(&opts, &["packaging".to_string()]),
         Some(Cmd::Packaging {
             verb: Some(PackagingCmd::Lock(a)),
-        }) => crate::packaging::cli::lock(&a).map(|()| 0),
+        }) => packaging::lock(&a).map(|()| 0),
         Some(Cmd::Packaging {
             verb: Some(PackagingCmd::Repodata(a)),
-        }) => crate::packaging::cli::repodata(&a).map(|()| 0),
+        }) => packaging::repodata(&a).map(|()| 0),
         Some(Cmd::List { all, private }) => {
             let (settings, graph) = load(&opts)?;
             let _ = settings;
@@ -341,16 +357,16 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Some(Cmd::Plan(a)) => {
             let (settings, graph) = load(&opts)?;
             let ropts = run_options(&settings, &opts);
-            crate::delivery::cli::plan(&a, &settings, &graph, ropts)
+            delivery::plan(&a, &settings, &graph, ropts)
         }
-        Some(Cmd::Diff(a)) => crate::delivery::cli::diff(&a),
-        Some(Cmd::Delta { cmd }) => crate::delivery::cli::delta(&cmd),
-        Some(Cmd::RegistryConfig(a)) => crate::registry_config::cli::run(&a).map(|()| 0),
-        Some(Cmd::Solution { cmd }) => crate::solution::cli::run(&cmd),
-        Some(Cmd::Verify(a)) => crate::trust::verify::run(&a),
+        Some(Cmd::Diff(a)) => delivery::diff(&a),
+        Some(Cmd::Delta { cmd }) => delivery::delta(&cmd),
+        Some(Cmd::RegistryConfig(a)) => registry_config::run(&a).map(|()| 0),
+        Some(Cmd::Solution { cmd }) => solution::run(&cmd),
+        Some(Cmd::Verify(a)) => verify::run(&a),
         Some(Cmd::Image {
             cmd: ImageCmd::Fetch(a),
-        }) => crate::images::cli::fetch(&a).map(|()| 0),
+        }) => images::fetch(&a).map(|()| 0),
         Some(Cmd::Store { cmd }) => store_verb(&cmd),
         Some(Cmd::Publish(a)) => publish::publish(&a, &opts),
         Some(Cmd::Pull(a)) => publish::pull(&a),

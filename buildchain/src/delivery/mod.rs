@@ -2,7 +2,6 @@
 //! [`diff`] (two ISOs or trees compared), [`delta`] (delta ISOs that name their base),
 //! [`volumes`] (self-contained multi-volume media).
 
-pub mod cli;
 pub mod delta;
 pub mod diff;
 pub mod plan;

@@ -129,20 +129,12 @@ pub fn replace_dir_layout(store: &Store, image: &Resolved, dest: &Path) -> Resul
         .collect())
 }
 
-fn tar_header(size: u64, mtime: u64, dir: bool) -> tar::Header {
-    let mut h = tar::Header::new_ustar();
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(mtime);
-    h.set_size(size);
+fn tar_header(size: u64, mtime: u64, dir: bool) -> std::io::Result<tar::Header> {
     if dir {
-        h.set_entry_type(tar::EntryType::Directory);
-        h.set_mode(0o755);
+        super::tarball::header(tar::EntryType::Directory, 0o755, size, mtime)
     } else {
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_mode(0o644);
+        super::tarball::header(tar::EntryType::Regular, 0o644, size, mtime)
     }
-    h
 }
 
 fn is_gzip(path: &Path) -> Result<bool> {
@@ -197,7 +189,7 @@ pub fn write_docker_archive(
         let mut b = tar::Builder::new(io::BufWriter::new(out.file()));
         let config_name = format!("{}.json", inst.config.hex());
         b.append_data(
-            &mut tar_header(config_bytes.len() as u64, mtime, false),
+            &mut tar_header(config_bytes.len() as u64, mtime, false)?,
             &config_name,
             &config_bytes[..],
         )?;
@@ -243,7 +235,7 @@ pub fn write_docker_archive(
             }
             let size = fs::metadata(&tmp)?.len();
             b.append_data(
-                &mut tar_header(size, mtime, false),
+                &mut tar_header(size, mtime, false)?,
                 &name,
                 File::open(&tmp)?,
             )?;
@@ -255,7 +247,7 @@ pub fn write_docker_archive(
             "Layers": layer_names,
         }]))?;
         b.append_data(
-            &mut tar_header(manifest.len() as u64, mtime, false),
+            &mut tar_header(manifest.len() as u64, mtime, false)?,
             "manifest.json",
             &manifest[..],
         )?;
@@ -266,7 +258,7 @@ pub fn write_docker_archive(
             .unwrap_or_default();
         let repositories = serde_json::to_vec(&json!({ repo: { tag: top } }))?;
         b.append_data(
-            &mut tar_header(repositories.len() as u64, mtime, false),
+            &mut tar_header(repositories.len() as u64, mtime, false)?,
             "repositories",
             &repositories[..],
         )?;

@@ -282,37 +282,25 @@ fn collect_entries(
 fn layer_tar(entries: &BTreeMap<String, Entry>, mtime: u64) -> Result<Vec<u8>> {
     let mut b = tar::Builder::new(Vec::new());
     for (path, e) in entries {
-        let mut h = tar::Header::new_gnu();
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(mtime);
-        h.set_username("")?;
-        h.set_groupname("")?;
+        use super::tarball::header;
+        use tar::EntryType;
         match e {
             Entry::Dir(m) => {
-                h.set_entry_type(tar::EntryType::Directory);
-                h.set_mode(*m);
-                h.set_size(0);
+                let mut h = header(EntryType::Directory, *m, 0, mtime)?;
                 b.append_data(&mut h, format!("{path}/"), std::io::empty())?;
             }
             Entry::File(m, src) => {
                 let data =
                     std::fs::read(src).with_context(|| format!("cannot read {}", src.display()))?;
-                h.set_entry_type(tar::EntryType::Regular);
-                h.set_mode(*m);
-                h.set_size(data.len() as u64);
+                let mut h = header(EntryType::Regular, *m, data.len() as u64, mtime)?;
                 b.append_data(&mut h, path, &data[..])?;
             }
             Entry::Inline(m, data) => {
-                h.set_entry_type(tar::EntryType::Regular);
-                h.set_mode(*m);
-                h.set_size(data.len() as u64);
+                let mut h = header(EntryType::Regular, *m, data.len() as u64, mtime)?;
                 b.append_data(&mut h, path, &data[..])?;
             }
             Entry::Symlink(t) => {
-                h.set_entry_type(tar::EntryType::Symlink);
-                h.set_mode(0o777);
-                h.set_size(0);
+                let mut h = header(EntryType::Symlink, 0o777, 0, mtime)?;
                 b.append_link(&mut h, path, t)?;
             }
         }

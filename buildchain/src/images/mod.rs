@@ -8,13 +8,13 @@
 //! - [`registry::RegistryClient`] + [`registry::fetch_many`] for registry pulls;
 //! - [`local::build`] for local builds; [`layout`] for the on-disk formats.
 
-pub mod cli;
 pub mod inventory;
 pub mod layout;
 pub mod local;
 pub mod manifest;
 pub mod reference;
 pub mod registry;
+mod tarball;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -1,113 +1,14 @@
-//! RPM version comparison (`rpmvercmp`) and `[epoch:]version-release` ordering.
+//! RPM version comparison (`rpmvercmp`, from the `rpm-version` crate) and
+//! `[epoch:]version-release` ordering.
 
 use std::cmp::Ordering;
 
 /// Compares two version (or release) strings the way rpm's `rpmvercmp` does: alternating
 /// numeric and alphabetic segments, separators ignored, `~` sorts before anything (pre-releases),
-/// `^` after the base but before anything longer.
+/// `^` after the base but before anything longer. The comparison is the `rpm-version` crate's
+/// (the one `rpm` uses), checked against rpm's own `rpm.vercmp` on the table below.
 pub fn rpmvercmp(a: &str, b: &str) -> Ordering {
-    if a == b {
-        return Ordering::Equal;
-    }
-    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
-    let is_sep = |c: u8| !c.is_ascii_alphanumeric() && c != b'~' && c != b'^';
-    loop {
-        while let Some((&c, rest)) = a.split_first() {
-            if is_sep(c) {
-                a = rest;
-            } else {
-                break;
-            }
-        }
-        while let Some((&c, rest)) = b.split_first() {
-            if is_sep(c) {
-                b = rest;
-            } else {
-                break;
-            }
-        }
-        // Tilde: sorts before everything, even the end of the string.
-        match (a.first() == Some(&b'~'), b.first() == Some(&b'~')) {
-            (true, true) => {
-                a = &a[1..];
-                b = &b[1..];
-                continue;
-            }
-            (true, false) => return Ordering::Less,
-            (false, true) => return Ordering::Greater,
-            _ => {}
-        }
-        // Caret: like tilde but sorts after the end of the string.
-        match (a.first() == Some(&b'^'), b.first() == Some(&b'^')) {
-            (true, true) => {
-                a = &a[1..];
-                b = &b[1..];
-                continue;
-            }
-            (true, false) => {
-                return if b.is_empty() {
-                    Ordering::Greater
-                } else {
-                    Ordering::Less
-                }
-            }
-            (false, true) => {
-                return if a.is_empty() {
-                    Ordering::Less
-                } else {
-                    Ordering::Greater
-                }
-            }
-            _ => {}
-        }
-        if a.is_empty() || b.is_empty() {
-            break;
-        }
-        let numeric = a[0].is_ascii_digit();
-        let take = |s: &[u8]| -> usize {
-            s.iter()
-                .take_while(|c| {
-                    if numeric {
-                        c.is_ascii_digit()
-                    } else {
-                        c.is_ascii_alphabetic()
-                    }
-                })
-                .count()
-        };
-        let (na, nb) = (take(a), take(b));
-        let (sa, sb) = (&a[..na], &b[..nb]);
-        if nb == 0 {
-            // Different segment types: numeric is newer.
-            return if numeric {
-                Ordering::Greater
-            } else {
-                Ordering::Less
-            };
-        }
-        let ord = if numeric {
-            let ta = trim_zeros(sa);
-            let tb = trim_zeros(sb);
-            ta.len().cmp(&tb.len()).then_with(|| ta.cmp(tb))
-        } else {
-            sa.cmp(sb)
-        };
-        if ord != Ordering::Equal {
-            return ord;
-        }
-        a = &a[na..];
-        b = &b[nb..];
-    }
-    match (a.is_empty(), b.is_empty()) {
-        (true, true) => Ordering::Equal,
-        (true, false) => Ordering::Less,
-        _ => Ordering::Greater,
-    }
-}
-
-fn trim_zeros(s: &[u8]) -> &[u8] {
-    let n = s.iter().take_while(|c| **c == b'0').count();
-    &s[n..]
+    rpm_version::Evr::new("", a, "").cmp(&rpm_version::Evr::new("", b, ""))
 }
 
 /// An `epoch:version-release`.
@@ -193,6 +94,27 @@ mod tests {
             ("a", "1", Less),
             ("2_0", "2.0", Equal),
             ("6.0.rc1", "6.0", Greater),
+            // More, each checked with `rpm --eval '%{lua: print(rpm.vercmp("a", "b"))}'`.
+            ("1.0a", "1.0.a", Equal),
+            ("a+", "a_", Equal),
+            ("+a", "_a", Equal),
+            ("+_", "_+", Equal),
+            ("1.0^", "1.0~", Greater),
+            ("1.0^git1", "1.0", Greater),
+            ("1.0~rc1^git1", "1.0~rc1", Greater),
+            ("1.0~rc1^git1", "1.0~rc2", Less),
+            ("1.30.1", "1.30.0", Greater),
+            ("1.0~rc1", "1.0~rc1", Equal),
+            ("1.0^git1~pre", "1.0^git1~pre", Equal),
+            ("1.0", "1.0^", Less),
+            ("a", "b", Less),
+            ("b", "a", Greater),
+            ("00", "0", Equal),
+            ("0010", "10", Equal),
+            ("10b2", "10a1", Greater),
+            ("10a2", "10b2", Less),
+            ("1.0", "1", Greater),
+            ("1.0.0", "1.0", Greater),
         ] {
             assert_eq!(rpmvercmp(a, b), o, "{a} vs {b}");
             assert_eq!(rpmvercmp(b, a), o.reverse(), "{b} vs {a}");

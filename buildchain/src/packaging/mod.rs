@@ -6,7 +6,6 @@
 //! the RPMs, `repodata/` and optional `RPM-GPG-KEY-*` files.
 
 pub mod build;
-pub mod cli;
 pub mod evr;
 pub mod lock;
 pub mod product;

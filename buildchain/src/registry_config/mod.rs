@@ -21,7 +21,6 @@
 //!
 //! Layout of the tree and multi-arch handling: see [`tree`].
 
-pub mod cli;
 pub mod grammar;
 pub mod manifest;
 pub mod render;

@@ -6,7 +6,6 @@
 //! - [`definition`] reads `solutions/<name>/solution.yaml`; [`build`] builds `<name>-<version>.iso`.
 
 pub mod build;
-pub mod cli;
 pub mod definition;
 pub mod tree;
 pub mod validate;

@@ -20,7 +20,7 @@ pub struct LockArgs {
 /// Runs `packaging lock`: resolves over HTTP and writes the lock; prints the pins and the
 /// requirements left to the base OS.
 pub fn lock(args: &LockArgs) -> Result<()> {
-    let res = super::lock::lock(&args.request, &args.output)?;
+    let res = crate::packaging::lock::lock(&args.request, &args.output)?;
     for p in &res.lock.packages {
         println!(
             "{} {} {}",
@@ -51,11 +51,11 @@ pub fn repodata(args: &RepodataArgs) -> Result<()> {
     let revision = match args.revision {
         Some(r) => r,
         None => crate::config::source_date_epoch_from_env()?
-            .unwrap_or(u64::from(super::build::DEFAULT_SOURCE_DATE)),
+            .unwrap_or(u64::from(crate::packaging::build::DEFAULT_SOURCE_DATE)),
     };
-    let out = super::repodata::write_repodata(
+    let out = crate::packaging::repodata::write_repodata(
         &args.dir,
-        &super::repodata::RepodataOptions {
+        &crate::packaging::repodata::RepodataOptions {
             revision,
             ..Default::default()
         },

@@ -358,7 +358,7 @@ fn constants_only_does_not_read_the_tree() {
 
 #[test]
 fn cli_writes_the_same_bytes_and_leaves_no_temp_file() {
-    use buildchain::registry_config::cli::{run, RegistryConfigArgs};
+    use buildchain::cli::registry_config::{run, RegistryConfigArgs};
     let tmp = tempfile::tempdir().unwrap();
     let images = tmp.path().join("images");
     small_tree(&images);

@@ -2,9 +2,9 @@
 
 use anyhow::Context;
 
-use super::manifest::Platform;
-use super::reference::Reference;
-use super::registry::{fetch_many, ClientOptions, RegistryClient};
+use crate::images::manifest::Platform;
+use crate::images::reference::Reference;
+use crate::images::registry::{fetch_many, ClientOptions, RegistryClient};
 use crate::store::Store;
 
 /// `buildchain image fetch REF DEST`.

@@ -37,7 +37,19 @@ impl Tmux {
                 .arg(cwd)
                 .arg("sh"),
         );
+        t.wait_for_prompt();
         t
+    }
+    /// Waits until the shell has printed its prompt: keys typed earlier are echoed before the
+    /// prompt, which then lands in front of the build's first line.
+    fn wait_for_prompt(&self) {
+        for _ in 0..300 {
+            if !self.capture().trim().is_empty() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the shell in tmux printed no prompt");
     }
     fn cmd(&self) -> Command {
         let mut c = Command::new(&self.tmux);

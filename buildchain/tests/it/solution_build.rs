@@ -2,7 +2,7 @@
 //! pass `checkisomd5`, expose `MANIFEST.YAML;1` to `isoinfo`, and PyYAML reads the manifest with
 //! string versions; the same trees mastered by xorriso validate clean too.
 
-mod solution_common;
+use crate::solution_common;
 
 use std::io::Write;
 use std::path::Path;

@@ -3,8 +3,7 @@
 //! whose bytes do not match its digest fails naming the image and the digest and never enters
 //! the store; a blob shared by two images is fetched once; a second fetch makes zero requests.
 
-#[path = "images_support.rs"]
-mod support;
+use crate::images_support as support;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -658,4 +657,41 @@ fn trickling_registry_fails_on_the_stall_timeout() {
     assert_eq!(h.layer_requests.load(Ordering::SeqCst), 2);
     assert!(!store.contains(&h.layer_hex));
     assert_store_sound(&store);
+}
+
+/// The CLI installs a `tracing` subscriber: a retried request shows one warning on standard
+/// error by default; `RUST_LOG=off` silences it.
+#[test]
+fn retry_warning_is_shown_on_stderr() {
+    let s = setup();
+    let (repo, digest, _) = &s.images[0];
+    let reference = format!("{}/{repo}@{digest}", s.proxy.host());
+    let run = |dest: &str, rust_log: Option<&str>| {
+        s.proxy
+            .inject("/manifests/", FaultKind::Status(500, None), 1);
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_buildchain"));
+        c.args(["image", "fetch", "--insecure", &reference])
+            .arg(s.tmp.path().join(dest))
+            .env(
+                "BUILDCHAIN_STORE",
+                s.tmp.path().join(format!("{dest}-store")),
+            )
+            .env_remove("RUST_LOG");
+        if let Some(l) = rust_log {
+            c.env("RUST_LOG", l);
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert!(s.proxy.pending().is_empty(), "the fault was not hit");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    assert_eq!(
+        run("out", None),
+        format!(
+            " WARN image {reference}: manifest {digest}: http://{}/v2/{repo}/manifests/{digest}: \
+             HTTP 500; retrying (attempt 1)\n",
+            s.proxy.host()
+        )
+    );
+    assert_eq!(run("out2", Some("off")), "");
 }

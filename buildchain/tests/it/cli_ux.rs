@@ -473,3 +473,23 @@ fn solutions_take_source_date_epoch_from_dotenv() {
         "{text}"
     );
 }
+
+#[test]
+fn format_values_are_checked_by_the_parser() {
+    let r = Repo::new();
+    let expected = "error: invalid value 'yaml' for '--format <FORMAT>'\n  \
+                    [possible values: text, json]\n\nFor more information, try '--help'.\n";
+    for args in [
+        &["verify", "x.iso", "--format", "yaml"][..],
+        &["solution", "validate", "x.iso", "--format", "yaml"],
+        &["plan", "--format", "yaml"],
+    ] {
+        assert_eq!(r.fail(args, 2), expected, "{args:?}");
+    }
+    let err = r.fail(&["diff", "a", "b", "--format", "yaml"], 2);
+    assert_eq!(
+        err,
+        "error: invalid value 'yaml' for '--format <FORMAT>'\n  \
+         [possible values: text, json, html]\n\nFor more information, try '--help'.\n"
+    );
+}

@@ -2,8 +2,7 @@
 //! multi-platform images by digest, OCI and Docker v2s2 manifests; the written `dir:` layouts are
 //! byte-for-byte what `skopeo copy docker://… dir:` writes, and skopeo reads them back.
 
-#[path = "images_support.rs"]
-mod support;
+use crate::images_support as support;
 
 use std::path::Path;
 use std::process::Command;
@@ -199,7 +198,7 @@ fn image_fetch_verb_writes_the_dir_layout() {
     // The verb uses the default store: point it at a temp dir (only this test reads it).
     std::env::set_var("BUILDCHAIN_STORE", tmp.path().join("store"));
     let dest = tmp.path().join("out");
-    buildchain::images::cli::fetch(&buildchain::images::cli::FetchArgs {
+    buildchain::cli::images::fetch(&buildchain::cli::images::FetchArgs {
         reference: format!("{}/verb/img:v1", reg.host()),
         dest: dest.clone(),
         insecure: true,
@@ -209,7 +208,7 @@ fn image_fetch_verb_writes_the_dir_layout() {
     skopeo_pull(&format!("{}/verb/img@{digest}", reg.host()), &theirs, false);
     assert_same_dir(&dest, &theirs);
     // An unknown image fails with an error naming it.
-    let err = buildchain::images::cli::fetch(&buildchain::images::cli::FetchArgs {
+    let err = buildchain::cli::images::fetch(&buildchain::cli::images::FetchArgs {
         reference: format!("{}/verb/nope:v1", reg.host()),
         dest: tmp.path().join("nope"),
         insecure: true,

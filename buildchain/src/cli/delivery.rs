@@ -3,6 +3,7 @@
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
+use crate::cli::output::{DiffFormat, ReportFormat};
 use crate::cli::UsageError;
 use crate::config::Settings;
 use crate::engine::{Graph, RunOptions};
@@ -11,8 +12,8 @@ use crate::engine::{Graph, RunOptions};
 #[derive(Args, Debug)]
 pub struct PlanArgs {
     /// Output format.
-    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
-    pub format: String,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: ReportFormat,
     /// Also report fit on this medium: dvd5, dvd9, bd25, bd50 or a size in bytes.
     #[arg(long)]
     pub media: Option<String>,
@@ -24,16 +25,17 @@ pub fn plan(a: &PlanArgs, settings: &Settings, graph: &Graph, mut ropts: RunOpti
     ropts.reporter = crate::engine::Reporter::Silent;
     ropts.progress_bars = false;
     let media = match &a.media {
-        Some(m) => {
-            Some(super::plan::parse_media(m).map_err(|e| UsageError(format!("--media: {e}")))?)
-        }
+        Some(m) => Some(
+            crate::delivery::plan::parse_media(m)
+                .map_err(|e| UsageError(format!("--media: {e}")))?,
+        ),
         None => None,
     };
-    let p = super::plan::plan(settings, graph, ropts, media)?;
-    if a.format == "json" {
+    let p = crate::delivery::plan::plan(settings, graph, ropts, media)?;
+    if a.format == ReportFormat::Json {
         println!("{}", serde_json::to_string_pretty(&p)?);
     } else {
-        print!("{}", super::plan::render_text(&p));
+        print!("{}", crate::delivery::plan::render_text(&p));
     }
     Ok(0)
 }
@@ -46,8 +48,8 @@ pub struct DiffArgs {
     /// New ISO or directory.
     pub new: std::path::PathBuf,
     /// Output format.
-    #[arg(long, value_parser = ["text", "json", "html"], default_value = "text")]
-    pub format: String,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: DiffFormat,
     /// Write to this file (atomically) instead of standard output.
     #[arg(short = 'o', long)]
     pub output: Option<std::path::PathBuf>,
@@ -55,11 +57,11 @@ pub struct DiffArgs {
 
 /// Runs `diff`.
 pub fn diff(a: &DiffArgs) -> Result<u8> {
-    let d = super::diff::diff(&a.old, &a.new)?;
-    let text = match a.format.as_str() {
-        "json" => serde_json::to_string_pretty(&d)? + "\n",
-        "html" => super::diff::render_html(&d),
-        _ => super::diff::render_text(&d),
+    let d = crate::delivery::diff::diff(&a.old, &a.new)?;
+    let text = match a.format {
+        DiffFormat::Json => serde_json::to_string_pretty(&d)? + "\n",
+        DiffFormat::Html => crate::delivery::diff::render_html(&d),
+        DiffFormat::Text => crate::delivery::diff::render_text(&d),
     };
     match &a.output {
         Some(p) => crate::fsutil::write_atomic(p, text.as_bytes())?,
@@ -97,7 +99,7 @@ pub enum DeltaCmd {
 pub fn delta(c: &DeltaCmd) -> Result<u8> {
     match c {
         DeltaCmd::Build { old, new, output } => {
-            let r = super::delta::build(old, new, output)?;
+            let r = crate::delivery::delta::build(old, new, output)?;
             println!(
                 "wrote {} ({} bytes): {} files from the base, {} in the delta ({} bytes)",
                 output.display(),
@@ -108,7 +110,7 @@ pub fn delta(c: &DeltaCmd) -> Result<u8> {
             );
         }
         DeltaCmd::Apply { old, delta, output } => {
-            let sha = super::delta::apply(old, delta, output)?;
+            let sha = crate::delivery::delta::apply(old, delta, output)?;
             println!("wrote {} (sha256 {sha})", output.display());
         }
     }

@@ -25,15 +25,15 @@ pub struct RegistryConfigArgs {
 /// Runs `registry-config`.
 pub fn run(args: &RegistryConfigArgs) -> anyhow::Result<()> {
     let constants = if args.omit_constants {
-        super::Constants::Omit
+        crate::registry_config::Constants::Omit
     } else if args.only_constants {
-        super::Constants::Only
+        crate::registry_config::Constants::Only
     } else {
-        super::Constants::Include
+        crate::registry_config::Constants::Include
     };
-    let text = super::generate(
+    let text = crate::registry_config::generate(
         &args.images_dir,
-        &super::Options {
+        &crate::registry_config::Options {
             name_prefix: args.name_prefix.clone(),
             server_root: args.server_root.clone(),
             constants,

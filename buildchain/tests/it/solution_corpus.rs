@@ -1,7 +1,7 @@
 //! A corpus of broken Solution ISOs, each built by the test from the example Solution; every one
 //! must give its expected error code and exit 1.
 
-mod solution_common;
+use crate::solution_common;
 
 use std::path::Path;
 use std::process::Command;

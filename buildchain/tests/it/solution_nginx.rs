@@ -2,7 +2,7 @@
 //! `registry-config.inc.j2` (placeholders substituted as MetalK8s' Salt does) and pulled back with
 //! real skopeo; both versions are served side by side.
 
-mod solution_common;
+use crate::solution_common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

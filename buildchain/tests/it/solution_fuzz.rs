@@ -1,7 +1,7 @@
 //! The path from bytes to findings never panics: a valid Solution ISO is mutated (bytes
 //! overwritten in the metadata area or anywhere, sectors replaced, truncated) and validated.
 
-mod solution_common;
+use crate::solution_common;
 
 use std::io::Cursor;
 use std::sync::OnceLock;

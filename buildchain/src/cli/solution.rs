@@ -1,5 +1,7 @@
 //! `buildchain solution build|validate`.
 
+use crate::cli::output::ReportFormat;
+
 /// `buildchain solution …` sub-commands.
 #[derive(clap::Subcommand, Debug)]
 pub enum SolutionCommand {
@@ -19,8 +21,8 @@ pub enum SolutionCommand {
         /// The ISO file.
         iso: std::path::PathBuf,
         /// Output format.
-        #[arg(long, default_value = "text")]
-        format: String,
+        #[arg(long, value_enum, default_value_t)]
+        format: ReportFormat,
         /// Armored OpenPGP public key `/CONTENTS.json.asc` must verify with.
         #[arg(long)]
         key: Option<std::path::PathBuf>,
@@ -38,11 +40,10 @@ pub fn run(cmd: &SolutionCommand) -> anyhow::Result<u8> {
                 ),
                 None => None,
             };
-            let report = super::validate::validate_path_with_key(iso, key.as_deref());
-            match format.as_str() {
-                "json" => print!("{}", report.to_json()),
-                "text" => print!("{}", report.to_text()),
-                other => anyhow::bail!("unknown --format {other:?} (text or json)"),
+            let report = crate::solution::validate::validate_path_with_key(iso, key.as_deref());
+            match format {
+                ReportFormat::Json => print!("{}", report.to_json()),
+                ReportFormat::Text => print!("{}", report.to_text()),
             }
             Ok(u8::from(report.errors() > 0))
         }
@@ -51,7 +52,7 @@ pub fn run(cmd: &SolutionCommand) -> anyhow::Result<u8> {
             version,
             output,
         } => {
-            let built = super::build::build_cli(dir, version.as_deref(), output)?;
+            let built = crate::solution::build::build_cli(dir, version.as_deref(), output)?;
             for b in built {
                 println!("{}  {}", b.sha256, b.iso.display());
             }

@@ -67,11 +67,26 @@ mod tests {
                 ),
             ])
         };
-        let a = task_key("1.0", &inputs("/a"), Path::new("/a/_build"), Path::new("/a"));
-        let b = task_key("1.0", &inputs("/b"), Path::new("/b/_build"), Path::new("/b"));
+        let a = task_key(
+            "1.0",
+            &inputs("/a"),
+            Path::new("/a/_build"),
+            Path::new("/a"),
+        );
+        let b = task_key(
+            "1.0",
+            &inputs("/b"),
+            Path::new("/b/_build"),
+            Path::new("/b"),
+        );
         assert_eq!(a, b);
         assert_eq!(a.len(), 64);
-        let c = task_key("1.1", &inputs("/b"), Path::new("/b/_build"), Path::new("/b"));
+        let c = task_key(
+            "1.1",
+            &inputs("/b"),
+            Path::new("/b/_build"),
+            Path::new("/b"),
+        );
         assert_ne!(a, c);
     }
 }

@@ -12,8 +12,8 @@ use anyhow::{anyhow, Result};
 
 use super::credentials::load_creds;
 use super::RegistryClient;
-use crate::progress::Progress;
 use crate::images::reference::Reference;
+use crate::progress::Progress;
 
 /// Largest manifest accepted (bytes), like the reference registry's limit.
 pub const MAX_MANIFEST: u64 = 16 << 20;

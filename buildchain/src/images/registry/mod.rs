@@ -43,8 +43,8 @@ use super::layout::resolve_from_store;
 use super::manifest::{Descriptor, Manifest, Platform, ACCEPT_MANIFESTS};
 use super::reference::{digest_hex, Reference};
 use super::Resolved;
-use crate::progress::Progress;
 use crate::fsutil::sha256_bytes;
+use crate::progress::Progress;
 use crate::store::Store;
 
 /// A registry client; cheap to share between threads.

@@ -7,10 +7,10 @@ use anyhow::{bail, Result};
 use rayon::prelude::*;
 
 use super::RegistryClient;
-use crate::progress::Progress;
 use crate::images::manifest::{Descriptor, Platform};
 use crate::images::reference::Reference;
 use crate::images::Resolved;
+use crate::progress::Progress;
 use crate::store::Store;
 
 /// Bounded pool for network work (`BUILDCHAIN_FETCH_JOBS`, default 8).

@@ -29,6 +29,14 @@ pub const TASK_ARTIFACT_TYPE: &str = "application/vnd.buildchain.task.v1+json";
 /// Media type of an output layer.
 pub const OUTPUT_MEDIA_TYPE: &str = "application/octet-stream";
 const TITLE: &str = "org.opencontainers.image.title";
+/// Layer annotation: the output was a hard link of its store blob (image layouts), and is
+/// restored as one (an ISO of the tree keeps sharing the extents of linked files).
+const STORE_LINK: &str = "org.buildchain.store-link";
+
+/// An output in a record: path, blob, size, restored as a store link.
+type Output = (PathBuf, String, u64, bool);
+/// An output being recorded: title, path, blob, size, is a store link.
+type Layer = (String, PathBuf, String, u64, bool);
 
 /// The result cache of one build: the process's remote cache, the roots output paths are
 /// relative to, and the store blobs go through.
@@ -94,8 +102,8 @@ impl TaskCache {
         plain(Path::new(rest)).map(|r| root.join(r))
     }
 
-    /// The outputs `(title, hex, size)` a record lists, or why it is rejected.
-    fn parse(&self, body: &[u8]) -> Result<Vec<(PathBuf, String, u64)>> {
+    /// The outputs a record lists, or why it is rejected.
+    fn parse(&self, body: &[u8]) -> Result<Vec<Output>> {
         let m: Value = serde_json::from_slice(body).context("not JSON")?;
         if m["mediaType"] != MANIFEST_MEDIA_TYPE || m["artifactType"] != TASK_ARTIFACT_TYPE {
             bail!("not a task record (mediaType/artifactType)");
@@ -115,7 +123,8 @@ impl TaskCache {
             let path = self
                 .path(title)
                 .ok_or_else(|| anyhow!("layer {digest}: bad title {title:?}"))?;
-            out.push((path, hex.to_string(), size));
+            let link = l["annotations"][STORE_LINK] == "true";
+            out.push((path, hex.to_string(), size, link));
         }
         Ok(out)
     }
@@ -153,7 +162,7 @@ impl TaskCache {
             Err(e) => return reject(format!("{e:#}")),
         };
         let store = Store::shared(&self.store_root)?;
-        for (path, hex, size) in &outputs {
+        for (path, hex, size, _) in &outputs {
             let what = format!("output {} of {task}", path.display());
             let got = store.fetch_chain(hex, Some(*size), &what, &mut || {
                 bail!("not in the remote cache")
@@ -172,17 +181,22 @@ impl TaskCache {
             }
         }
         let mut restored = Vec::new();
-        for (path, hex, _) in &outputs {
-            copy_verified(&store, hex, path)?;
+        for (path, hex, _, link) in &outputs {
+            if *link {
+                store.materialize(hex, path)?;
+            } else {
+                copy_verified(&store, hex, path)?;
+            }
             restored.push((path.clone(), hex.clone()));
         }
         self.remote.stats.task_hits.fetch_add(1, Ordering::Relaxed);
         Ok(Some(restored))
     }
 
-    /// `(title, path, hex, size)` of every output, sorted by title; an error when an output
-    /// cannot be recorded (not a regular file, outside the roots).
-    fn layers(&self, outputs: &[(PathBuf, String)]) -> Result<Vec<(String, PathBuf, String, u64)>> {
+    /// The layers of every output, sorted by title; an error when an output cannot be recorded
+    /// (not a regular file, outside the roots).
+    fn layers(&self, outputs: &[(PathBuf, String)]) -> Result<Vec<Layer>> {
+        let store = Store::shared(&self.store_root)?;
         let mut layers = Vec::new();
         for (path, sig) in outputs {
             if !is_sha256_hex(sig) {
@@ -191,20 +205,16 @@ impl TaskCache {
             let size = std::fs::metadata(path)
                 .with_context(|| format!("cannot stat {}", path.display()))?
                 .len();
-            layers.push((self.title(path)?, path.clone(), sig.clone(), size));
+            let link = store.is_link_of(path, sig);
+            layers.push((self.title(path)?, path.clone(), sig.clone(), size, link));
         }
         layers.sort();
         Ok(layers)
     }
 
-    fn try_record(
-        &self,
-        task: &str,
-        key: &str,
-        layers: &[(String, PathBuf, String, u64)],
-    ) -> Result<()> {
+    fn try_record(&self, task: &str, key: &str, layers: &[Layer]) -> Result<()> {
         let client = &self.remote.client;
-        for (_, path, hex, size) in layers {
+        for (_, path, hex, size, _) in layers {
             if client.head(hex)? == Some(*size) {
                 continue;
             }
@@ -238,12 +248,18 @@ impl TaskCache {
                 "size": 2,
                 "data": "e30=",
             },
-            "layers": layers.iter().map(|(title, _, hex, size)| json!({
-                "mediaType": OUTPUT_MEDIA_TYPE,
-                "digest": format!("sha256:{hex}"),
-                "size": size,
-                "annotations": {TITLE: title},
-            })).collect::<Vec<_>>(),
+            "layers": layers.iter().map(|(title, _, hex, size, link)| {
+                let mut annotations = json!({TITLE: title});
+                if *link {
+                    annotations[STORE_LINK] = json!("true");
+                }
+                json!({
+                    "mediaType": OUTPUT_MEDIA_TYPE,
+                    "digest": format!("sha256:{hex}"),
+                    "size": size,
+                    "annotations": annotations,
+                })
+            }).collect::<Vec<_>>(),
             "annotations": {"org.buildchain.task": task},
         });
         let body = serde_json::to_vec_pretty(&manifest)?;

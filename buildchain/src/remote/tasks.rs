@@ -326,3 +326,87 @@ impl ResultCache for TaskCache {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache() -> TaskCache {
+        let cfg = super::super::Config {
+            url: super::super::CacheUrl::parse("oci+http://127.0.0.1:1/c").unwrap(),
+            mode: Mode::ReadWrite,
+            ca: None,
+        };
+        TaskCache::new(
+            Arc::new(RemoteCache::new(cfg).unwrap()),
+            Path::new("/r/_build"),
+            Path::new("/r"),
+            Path::new("/store"),
+        )
+    }
+
+    #[test]
+    fn titles_map_to_paths_under_the_roots_only() {
+        let c = cache();
+        let p = Path::new("/r/_build/root/packages/x.rpm");
+        assert_eq!(c.title(p).unwrap(), "build/root/packages/x.rpm");
+        assert_eq!(c.path("build/root/packages/x.rpm").unwrap(), p);
+        assert_eq!(
+            c.title(Path::new("/r/dist/a.iso")).unwrap(),
+            "repo/dist/a.iso"
+        );
+        assert_eq!(
+            c.path("repo/dist/a.iso").unwrap(),
+            Path::new("/r/dist/a.iso")
+        );
+        assert!(c.title(Path::new("/elsewhere/a")).is_err());
+        for bad in [
+            "build/../../etc/passwd",
+            "repo//etc",
+            "build/",
+            "etc/x",
+            "/r/x",
+            "",
+        ] {
+            assert_eq!(c.path(bad), None, "{bad}");
+        }
+        assert_eq!(tag(&"a".repeat(64)).len(), 69);
+    }
+
+    #[test]
+    fn records_of_another_type_or_with_bad_layers_are_rejected() {
+        let c = cache();
+        let ok = json!({"mediaType": MANIFEST_MEDIA_TYPE, "artifactType": TASK_ARTIFACT_TYPE,
+            "layers": [{"digest": format!("sha256:{}", "0".repeat(64)), "size": 3,
+                        "annotations": {TITLE: "build/a"}}]});
+        let got = c.parse(&serde_json::to_vec(&ok).unwrap()).unwrap();
+        assert_eq!(
+            got,
+            vec![(PathBuf::from("/r/_build/a"), "0".repeat(64), 3, false)]
+        );
+        let mut other = ok.clone();
+        other["artifactType"] = json!("application/vnd.buildchain.iso.v1");
+        assert_eq!(
+            c.parse(&serde_json::to_vec(&other).unwrap())
+                .unwrap_err()
+                .to_string(),
+            "not a task record (mediaType/artifactType)"
+        );
+        let mut escape = ok.clone();
+        escape["layers"][0]["annotations"][TITLE] = json!("build/../x");
+        assert_eq!(
+            c.parse(&serde_json::to_vec(&escape).unwrap())
+                .unwrap_err()
+                .to_string(),
+            format!("layer sha256:{}: bad title \"build/../x\"", "0".repeat(64))
+        );
+        let mut digest = ok;
+        digest["layers"][0]["digest"] = json!("sha256:xyz");
+        assert_eq!(
+            c.parse(&serde_json::to_vec(&digest).unwrap())
+                .unwrap_err()
+                .to_string(),
+            "bad layer digest \"sha256:xyz\""
+        );
+    }
+}

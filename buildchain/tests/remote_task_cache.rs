@@ -55,6 +55,18 @@ impl Runner {
             String::from_utf8_lossy(&out.stderr)
         );
         let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        // Informational (no timed assertion): `--nocapture` shows it.
+        eprintln!("build took {:.2}s", doc["duration_s"].as_f64().unwrap());
+        for t in doc["tasks"].as_array().unwrap() {
+            if t["duration_s"].as_f64().unwrap() > 0.3 {
+                eprintln!(
+                    "  {} {} {:.2}s",
+                    t["name"],
+                    t["status"],
+                    t["duration_s"].as_f64().unwrap()
+                );
+            }
+        }
         let statuses = doc["tasks"]
             .as_array()
             .unwrap()

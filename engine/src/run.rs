@@ -427,6 +427,20 @@ impl Engine<'_> {
                 return false;
             }
         };
+        if let Some(p) = outputs
+            .iter()
+            .map(|(p, _)| p)
+            .find(|p| !self.may_restore(task, p))
+        {
+            self.report.note(
+                &task.name,
+                &format!(
+                    "result cache: the record names {}, not this task's to write; running it",
+                    rel(p, &self.opts.display_root)
+                ),
+            );
+            return false;
+        }
         let restored: Vec<&PathBuf> = outputs.iter().map(|(p, _)| p).collect();
         if let Some(p) = task.outputs.iter().find(|p| !restored.contains(p)) {
             self.report.note(
@@ -456,6 +470,17 @@ impl Engine<'_> {
                 false
             }
         }
+    }
+
+    /// Whether a result-cache record may write `p` for `task`: under a prune root, outside the
+    /// state directory, and not another task's declared output or owned directory.
+    fn may_restore(&self, task: &Task, p: &Path) -> bool {
+        let under_root = self.opts.prune_roots.iter().any(|r| p.starts_with(r));
+        let state_dir = p.starts_with(self.opts.build_root.join(".buildchain"));
+        let others = self.graph.tasks().filter(|t| t.name != task.name).any(|t| {
+            t.outputs.iter().any(|o| o == p) || t.owned_dirs.iter().any(|d| p.starts_with(d))
+        });
+        under_root && !state_dir && !others
     }
 
     /// Gives the outputs of a successful run of a cacheable task to the result cache (a

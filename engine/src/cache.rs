@@ -61,12 +61,15 @@ mod tests {
     use crate::run::{Reporter, RunOptions, Status};
     use crate::{Graph, Task};
 
+    /// Recorded outputs: path relative to the root, bytes.
+    type Recorded = Vec<(PathBuf, Vec<u8>)>;
+
     /// Results in memory, by key, with paths relative to the root they were recorded under
     /// (like a record's titles); `evil` adds a path outside the build root to every record.
     #[derive(Default)]
     struct Memory {
         root: Mutex<PathBuf>,
-        records: Mutex<BTreeMap<String, Vec<(PathBuf, Vec<u8>)>>>,
+        records: Mutex<BTreeMap<String, Recorded>>,
         evil: bool,
     }
 

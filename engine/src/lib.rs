@@ -9,6 +9,7 @@
 //! outputs match the last successful run recorded in the state DB under the build root.
 
 mod buildlog;
+pub mod cache;
 pub mod decide;
 pub mod dirty;
 pub mod fs;
@@ -29,6 +30,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
 
+pub use cache::ResultCache;
 pub use dirty::{DirtyReason, InputKey};
 pub use progress::{Progress, ProgressHub};
 pub use report::Report;

@@ -84,6 +84,12 @@ pub fn result_line(r: &TaskResult, dry_run: bool) -> String {
             format!("WOULD-RUN {} ({})", r.name, reasons.join("; "))
         }
         Status::Skipped if dry_run => format!("UP-TO-DATE {}", r.name),
+        Status::Cached => format!(
+            "{:<8} {} [{:.2}s] (from remote cache)",
+            r.status.label(),
+            r.name,
+            r.duration_s
+        ),
         Status::Success | Status::Error => {
             format!("{:<8} {} [{:.2}s]", r.status.label(), r.name, r.duration_s)
         }

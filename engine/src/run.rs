@@ -13,6 +13,7 @@ use anyhow::{anyhow, bail, Result};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use super::cache::{task_key, ResultCache};
 use super::dirty::DirtyReason;
 use super::report::{Report, SilentReport};
 use super::signature::{rel, HashCache};
@@ -50,6 +51,10 @@ pub struct RunOptions {
     pub prune_roots: Vec<PathBuf>,
     /// Draw progress bars when on a terminal.
     pub progress_bars: bool,
+    /// Asked before running a cacheable task, told after (see [`crate::cache`]).
+    pub result_cache: Option<Arc<dyn ResultCache>>,
+    /// Part of every result-cache key (a new tool version never reuses old results).
+    pub tool_version: String,
 }
 
 impl RunOptions {
@@ -65,6 +70,8 @@ impl RunOptions {
             display_root: display_root.to_path_buf(),
             prune_roots: vec![build_root.to_path_buf()],
             progress_bars: true,
+            result_cache: None,
+            tool_version: String::new(),
         }
     }
 }
@@ -83,6 +90,8 @@ pub enum Status {
     Blocked,
     /// Dry run: would run.
     WouldRun,
+    /// Outputs restored from the result cache instead of running the action.
+    Cached,
 }
 
 impl Status {
@@ -94,6 +103,7 @@ impl Status {
             Status::Error => "ERROR",
             Status::Blocked => "BLOCKED",
             Status::WouldRun => "WOULD-RUN",
+            Status::Cached => "CACHED",
         }
     }
 }
@@ -294,6 +304,22 @@ impl Engine<'_> {
         result.reasons = decision.reasons;
         self.cache.disable_memo();
         self.report.task_started(&task.name);
+        let key = match &self.opts.result_cache {
+            Some(_) if task.cacheable => Some(task_key(
+                &self.opts.tool_version,
+                &decision.inputs,
+                &self.opts.build_root,
+                &self.opts.display_root,
+            )),
+            _ => None,
+        };
+        if let (Some(rc), Some(key)) = (&self.opts.result_cache, &key) {
+            if self.restore_cached(rc.as_ref(), task, key, &decision.inputs, started) {
+                result.status = Status::Cached;
+                result.duration_s = started.elapsed().as_secs_f64();
+                return result;
+            }
+        }
         let mut ctx = TaskContext {
             name: task.name.clone(),
             extra_outputs: Vec::new(),
@@ -312,11 +338,16 @@ impl Engine<'_> {
             })
             .and_then(|()| {
                 self.forget_walks_of(task, &ctx.extra_outputs);
-                self.finish_success(task, ctx, decision.inputs, started)
+                self.finish_success(task, ctx, decision.inputs, started, false)
             });
         result.duration_s = started.elapsed().as_secs_f64();
         match outcome {
-            Ok(()) => result.status = Status::Success,
+            Ok(()) => {
+                result.status = Status::Success;
+                if let (Some(rc), Some(key)) = (&self.opts.result_cache, &key) {
+                    self.record_cached(rc.as_ref(), task, key);
+                }
+            }
             Err(e) => {
                 // A failed action may have written (or removed) anything it owns.
                 self.forget_walks_of(task, &[]);
@@ -334,6 +365,7 @@ impl Engine<'_> {
         ctx: TaskContext,
         inputs: BTreeMap<String, String>,
         started: Instant,
+        from_cache: bool,
     ) -> Result<()> {
         for (p, d) in &ctx.known_digests {
             self.cache.remember(p, d);
@@ -368,7 +400,101 @@ impl Engine<'_> {
             inputs,
             outputs: new_outputs,
             duration_s: started.elapsed().as_secs_f64(),
+            from_cache,
         };
         self.commit_record(&task.name, Some(record))
+    }
+
+    /// Asks the result cache for `task`'s outputs; on a verified hit records the task as done
+    /// (like a run) and returns true. A miss, an error or a record that lacks a declared output
+    /// returns false: the action runs.
+    fn restore_cached(
+        &self,
+        rc: &dyn ResultCache,
+        task: &Task,
+        key: &str,
+        inputs: &BTreeMap<String, String>,
+        started: Instant,
+    ) -> bool {
+        let outputs = match rc.restore(&task.name, key) {
+            Ok(Some(o)) => o,
+            Ok(None) => return false,
+            Err(e) => {
+                self.report.note(
+                    &task.name,
+                    &format!("result cache: {}; running it", super::error_text(&e)),
+                );
+                return false;
+            }
+        };
+        if let Some(p) = outputs
+            .iter()
+            .map(|(p, _)| p)
+            .find(|p| !self.may_restore(task, p))
+        {
+            self.report.note(
+                &task.name,
+                &format!(
+                    "result cache: the record names {}, not this task's to write; running it",
+                    rel(p, &self.opts.display_root)
+                ),
+            );
+            return false;
+        }
+        let restored: Vec<&PathBuf> = outputs.iter().map(|(p, _)| p).collect();
+        if let Some(p) = task.outputs.iter().find(|p| !restored.contains(p)) {
+            self.report.note(
+                &task.name,
+                &format!(
+                    "result cache: the record lacks the declared output {}; running it",
+                    rel(p, &self.opts.display_root)
+                ),
+            );
+            return false;
+        }
+        let ctx = TaskContext {
+            name: task.name.clone(),
+            extra_outputs: outputs.iter().map(|(p, _)| p.clone()).collect(),
+            known_digests: outputs,
+            report: self.report.clone(),
+            cache: self.cache.clone(),
+        };
+        self.forget_walks_of(task, &ctx.extra_outputs);
+        match self.finish_success(task, ctx, inputs.clone(), started, true) {
+            Ok(()) => true,
+            Err(e) => {
+                self.report.note(
+                    &task.name,
+                    &format!("result cache: {}; running it", super::error_text(&e)),
+                );
+                false
+            }
+        }
+    }
+
+    /// Whether a result-cache record may write `p` for `task`: under a prune root, outside the
+    /// state directory, and not another task's declared output or owned directory.
+    fn may_restore(&self, task: &Task, p: &Path) -> bool {
+        let under_root = self.opts.prune_roots.iter().any(|r| p.starts_with(r));
+        let state_dir = p.starts_with(self.opts.build_root.join(".buildchain"));
+        let others = self.graph.tasks().filter(|t| t.name != task.name).any(|t| {
+            t.outputs.iter().any(|o| o == p) || t.owned_dirs.iter().any(|d| p.starts_with(d))
+        });
+        under_root && !state_dir && !others
+    }
+
+    /// Gives the outputs of a successful run of a cacheable task to the result cache (a
+    /// failure is only a note: the build does not depend on the cache).
+    fn record_cached(&self, rc: &dyn ResultCache, task: &Task, key: &str) {
+        let Some(rec) = self.record(&task.name) else {
+            return;
+        };
+        let outputs: Vec<(PathBuf, String)> = rec.outputs.into_iter().collect();
+        if let Err(e) = rc.record(&task.name, key, &outputs) {
+            self.report.note(
+                &task.name,
+                &format!("result cache: not recorded: {}", super::error_text(&e)),
+            );
+        }
     }
 }

@@ -151,7 +151,10 @@ pub fn run(graph: &Graph, targets: &[String], opts: RunOptions) -> Result<RunSum
                     task.deps
                         .iter()
                         .filter(|d| {
-                            matches!(s.statuses.get(*d), Some(Status::Success | Status::WouldRun))
+                            matches!(
+                                s.statuses.get(*d),
+                                Some(Status::Success | Status::Cached | Status::WouldRun)
+                            )
                         })
                         .cloned()
                         .collect()

@@ -43,6 +43,9 @@ pub struct TaskRecord {
     pub outputs: BTreeMap<PathBuf, String>,
     /// Duration of that run, seconds.
     pub duration_s: f64,
+    /// The outputs came from a [`crate::ResultCache`] instead of running the action.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_cache: bool,
 }
 
 /// The whole DB.

@@ -65,6 +65,9 @@ pub struct Task {
     /// Files left out of tree inputs besides the task's outputs (files later tasks write into
     /// the same tree).
     pub input_excludes: Vec<PathBuf>,
+    /// Its outputs are a pure function of its inputs: a [`crate::ResultCache`] may store them
+    /// and give them back instead of running the action.
+    pub cacheable: bool,
 }
 
 impl fmt::Debug for Task {
@@ -77,6 +80,7 @@ impl fmt::Debug for Task {
             .field("outputs", &self.outputs)
             .field("owned_dirs", &self.owned_dirs)
             .field("action", &self.action.is_some())
+            .field("cacheable", &self.cacheable)
             .finish()
     }
 }
@@ -95,7 +99,14 @@ impl Task {
             owned_dirs: Vec::new(),
             action: None,
             input_excludes: Vec::new(),
+            cacheable: false,
         }
+    }
+    /// Lets a [`crate::ResultCache`] store and restore this task's outputs (they must be a pure
+    /// function of its inputs).
+    pub fn cacheable(mut self) -> Self {
+        self.cacheable = true;
+        self
     }
     /// Leaves `path` out of this task's tree inputs.
     pub fn exclude_input(mut self, path: impl AsRef<Path>) -> Self {

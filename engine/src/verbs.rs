@@ -70,7 +70,17 @@ pub fn info(graph: &Graph, name: &str, opts: RunOptions) -> Result<(String, bool
     }
     let decision = engine.decide(task)?;
     if decision.reasons.is_empty() {
-        let _ = writeln!(s, "  status: up-to-date");
+        let cached = engine
+            .state
+            .lock()
+            .ok()
+            .and_then(|st| st.tasks.get(name).map(|r| r.from_cache))
+            .unwrap_or(false);
+        if cached {
+            let _ = writeln!(s, "  status: up-to-date (from remote cache)");
+        } else {
+            let _ = writeln!(s, "  status: up-to-date");
+        }
         Ok((s, true))
     } else {
         let _ = writeln!(s, "  status: stale, would run because:");

@@ -497,6 +497,15 @@ fn run_options(settings: &Settings, opts: &GraphOptions) -> RunOptions {
     r.reporter = opts.reporter.into();
     r.progress_bars = !opts.no_progress;
     r.prune_roots = vec![settings.build_root.clone(), settings.dist_dir.clone()];
+    r.tool_version = env!("CARGO_PKG_VERSION").to_string();
+    if let Some(remote) = crate::remote::installed() {
+        r.result_cache = Some(std::sync::Arc::new(crate::remote::TaskCache::new(
+            remote,
+            &settings.build_root,
+            &settings.repo_root,
+            &settings.store_root,
+        )));
+    }
     r
 }
 
@@ -529,9 +538,13 @@ fn build(opts: &GraphOptions, patterns: &[String]) -> Result<u8> {
                 return Ok(if summary.ok { 0 } else { 1 });
             }
             eprintln!(
-                "{} tasks: {} ran, {} up to date, {} failed, {} blocked ({:.2}s); log: {}",
+                "{} tasks: {} ran, {}{} up to date, {} failed, {} blocked ({:.2}s); log: {}",
                 summary.tasks.len(),
                 count(engine::Status::Success),
+                match count(engine::Status::Cached) {
+                    0 => String::new(),
+                    n => format!("{n} from remote cache, "),
+                },
                 count(engine::Status::Skipped),
                 count(engine::Status::Error),
                 count(engine::Status::Blocked),

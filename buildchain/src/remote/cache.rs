@@ -24,12 +24,20 @@ pub struct CacheStats {
     pub pushed: AtomicU64,
     /// Bytes sent by pushes.
     pub pushed_bytes: AtomicU64,
+    /// Task results restored from the cache.
+    pub task_hits: AtomicU64,
+    /// Task records the cache did not have.
+    pub task_misses: AtomicU64,
+    /// Task records ignored (bad record, missing or bad blob).
+    pub task_rejected: AtomicU64,
+    /// Task records pushed.
+    pub task_records: AtomicU64,
 }
 
 /// A remote blob cache on an OCI registry repository.
 pub struct RemoteCache {
     cfg: Config,
-    client: Client,
+    pub(super) client: Client,
     /// Set at the first transport failure: the cache is bypassed for the rest of the process.
     down: AtomicBool,
     /// What it did.
@@ -71,8 +79,18 @@ impl RemoteCache {
         self.down.load(Ordering::Relaxed)
     }
 
+    /// Read or read-write.
+    pub fn mode(&self) -> Mode {
+        self.cfg.mode
+    }
+
+    /// `remote cache oci://…`, for messages.
+    pub(super) fn name_text(&self) -> String {
+        format!("remote cache {}", self.cfg.url)
+    }
+
     /// Marks the cache down after a transport failure; warns once.
-    fn fail(&self, e: &anyhow::Error) {
+    pub(super) fn fail(&self, e: &anyhow::Error) {
         if !self.down.swap(true, Ordering::Relaxed) {
             warn(&format!(
                 "{}: unreachable or failing, bypassed for the rest of this run: {e:#}",

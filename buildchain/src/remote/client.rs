@@ -357,6 +357,27 @@ impl Client {
         }
     }
 
+    /// The manifest bytes under `reference` (at most 4 MiB), `None` when the registry has no
+    /// such manifest (HTTP 404).
+    pub(crate) fn get_manifest_opt(
+        &self,
+        reference: &str,
+        accept: &str,
+    ) -> Result<Option<Vec<u8>>> {
+        let url = format!("{}/v2/{}/manifests/{reference}", self.origin, self.repo);
+        let resp = self.send("GET", &url, &[("Accept", accept.to_string())], None)?;
+        match resp.status().as_u16() {
+            200 => Ok(Some(
+                resp.into_body()
+                    .with_config()
+                    .limit(4 << 20)
+                    .read_to_vec()?,
+            )),
+            404 => Ok(None),
+            s => bail!("GET {url}: HTTP {s}"),
+        }
+    }
+
     /// The manifest bytes under `reference` (at most 4 MiB), asking for `accept`.
     pub(crate) fn get_manifest(&self, reference: &str, accept: &str) -> Result<Vec<u8>> {
         let url = format!("{}/v2/{}/manifests/{reference}", self.origin, self.repo);

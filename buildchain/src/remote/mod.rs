@@ -19,6 +19,7 @@
 pub mod artifact;
 mod cache;
 mod client;
+pub mod tasks;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 
 pub use cache::{CacheStats, RemoteCache};
+pub use tasks::TaskCache;
 
 /// What the build may do with the cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,6 +160,13 @@ impl Config {
     }
 }
 
+static INSTALLED: std::sync::Mutex<Option<Arc<RemoteCache>>> = std::sync::Mutex::new(None);
+
+/// The remote cache [`install`] configured for this process, if any.
+pub fn installed() -> Option<Arc<RemoteCache>> {
+    INSTALLED.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
 /// Configures the remote cache of this process from the flags and the environment: every store
 /// opened with [`crate::store::Store::shared`] afterwards asks it (and, in `readwrite` mode,
 /// fills it). A bad setting is an error; an unreachable cache is not (it warns at first use).
@@ -166,6 +175,7 @@ pub fn install(url: Option<&str>, mode: Option<&str>) -> Result<Option<Arc<Remot
         return Ok(None);
     };
     let cache = Arc::new(RemoteCache::new(cfg)?);
+    *INSTALLED.lock().unwrap_or_else(|e| e.into_inner()) = Some(cache.clone());
     let c = cache.clone();
     crate::store::set_configured_sources(move || {
         Ok(vec![c.clone() as Arc<dyn crate::store::BlobSource>])

@@ -53,6 +53,11 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
             .output(dest.join("manifest.json"))
             .output(dest.join("version"))
             .owns_dir(&dest);
+        // A local build is a pure function of its inputs: its result may come from the remote
+        // cache (fetched and imported images come through the store's blob chain already).
+        if matches!(source, Source::Local(_)) {
+            t = t.cacheable();
+        }
         // The inventory files themselves are not inputs (an unrelated entry changing must not
         // rebuild this image): the entry's JSON is.
         // Local builds: the image's directory and every local ancestor's (entry + directory).

@@ -34,6 +34,7 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
         let tname = format!("packaging:{name}/rpm");
         let dest = product.repo_dir(&p.repository).join(p.nevra.file_name());
         let mut t = common(Task::new(&tname))
+            .cacheable()
             .doc(format!("Build {}", p.nevra.file_name()))
             .input_file(&p.def.path)
             .value("nevra", format!("{:?}", p.nevra))
@@ -85,6 +86,7 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
                 crate::packaging::repo_dir_name(&product.project, repo, product.major)
             ))
             .internal()
+            .cacheable()
             .deps(deps)
             .value("rpms", repo_rpm_list(&plan, repo))
             .output(dir.join("repodata").join("repomd.xml"));

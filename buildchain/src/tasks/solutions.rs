@@ -30,6 +30,7 @@ pub fn tasks(settings: &Settings) -> Result<Vec<Task>> {
         // their inputs are the settings and the git state files.
         let sde = settings.source_date_epoch;
         let mut t = Task::new(format!("solutions:{}", def.name))
+            .cacheable()
             .doc(format!(
                 "Build the {} ISOs ({}) into dist/solutions/",
                 def.display_name,

@@ -26,6 +26,7 @@ mod publish;
 mod registry_config_e2e;
 mod registry_config_generate;
 mod remote_cache;
+mod remote_task_cache;
 mod reproducible;
 mod solution_build;
 mod solution_common;

@@ -231,7 +231,11 @@ pub fn main_from_env(program: &str) -> ExitCode {
 /// (glibc's default), memory freed by a finished task stays held by its thread's arena: on the
 /// scale fixture a warm build peaked at 94–98 MiB RSS, with one arena at 70 MiB, in the same time
 /// (9.2 s both; the scheduler's threads mostly wait on I/O, not on malloc).
+/// An explicit `MALLOC_ARENA_MAX` in the environment wins.
 fn one_malloc_arena() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets an allocator parameter; it is called before any thread exists.
     unsafe {

@@ -8,16 +8,16 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_buildchain");
-const ISO: &str = "metalk8s-130.0.0-dev.iso";
+pub(crate) const ISO: &str = "metalk8s-130.0.0-dev.iso";
 
-/// A separate checkout with its own empty store.
-struct Runner {
-    dir: tempfile::TempDir,
-    store: tempfile::TempDir,
+/// A separate checkout with its own empty store (also `remote_task_cache`'s runner).
+pub(crate) struct Runner {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) store: tempfile::TempDir,
 }
 
 impl Runner {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         testkit::copy_product_repo(dir.path());
         Runner {
@@ -26,7 +26,7 @@ impl Runner {
         }
     }
 
-    fn cmd(&self, args: &[&str], env: &[(&str, String)]) -> Output {
+    pub(crate) fn cmd(&self, args: &[&str], env: &[(&str, String)]) -> Output {
         let mut c = Command::new(BIN);
         c.arg("--repo")
             .arg(self.dir.path())
@@ -46,7 +46,7 @@ impl Runner {
         c.output().unwrap()
     }
 
-    fn ok(&self, args: &[&str], env: &[(&str, String)]) -> Output {
+    pub(crate) fn ok(&self, args: &[&str], env: &[(&str, String)]) -> Output {
         let out = self.cmd(args, env);
         assert!(
             out.status.success(),
@@ -77,7 +77,7 @@ impl Runner {
     }
 }
 
-fn sha256(p: &Path) -> String {
+pub(crate) fn sha256(p: &Path) -> String {
     buildchain::fsutil::sha256_file(p).unwrap()
 }
 
@@ -85,7 +85,7 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn warnings(o: &Output) -> Vec<String> {
+pub(crate) fn warnings(o: &Output) -> Vec<String> {
     stderr(o)
         .lines()
         .filter(|l| l.starts_with("warning:"))

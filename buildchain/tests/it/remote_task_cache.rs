@@ -5,55 +5,18 @@
 //! record (a layer blob replaced, another deleted) gives warnings and the task runs locally.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_buildchain");
-const ISO: &str = "metalk8s-130.0.0-dev.iso";
-
-/// A separate checkout with its own empty store.
-struct Runner {
-    dir: tempfile::TempDir,
-    store: tempfile::TempDir,
-}
+use crate::remote_cache::{sha256, warnings, Runner, ISO};
 
 impl Runner {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        testkit::copy_product_repo(dir.path());
-        Runner {
-            dir,
-            store: tempfile::tempdir().unwrap(),
-        }
-    }
-
     /// Builds the ISO and the Solutions with the JSON reporter; returns task → status, and
     /// the output.
     fn build(&self, env: &[(&str, String)]) -> (BTreeMap<String, String>, Output) {
-        let mut c = Command::new(BIN);
-        c.arg("--repo")
-            .arg(self.dir.path())
-            .args(["--no-progress", "--reporter", "json", "solutions", "iso"])
-            .env("SOURCE_DATE_EPOCH", "1700000000")
-            .env("BUILD_HOST", "ci")
-            .env("BUILDCHAIN_STORE", self.store.path())
-            .env_remove("BUILD_ROOT")
-            .env_remove("PROJECT_NAME")
-            .env_remove("BUILDCHAIN_REMOTE_CACHE")
-            .env_remove("BUILDCHAIN_REMOTE_CACHE_MODE")
-            .env_remove("BUILDCHAIN_REMOTE_CACHE_CA");
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        let out = c.output().unwrap();
-        assert!(
-            out.status.success(),
-            "build failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = self.ok(&["--reporter", "json", "solutions", "iso"], env);
         let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
         // Informational (no timed assertion): `--nocapture` shows it.
         eprintln!("build took {:.2}s", doc["duration_s"].as_f64().unwrap());
@@ -82,20 +45,7 @@ impl Runner {
     }
 
     fn info(&self, task: &str, env: &[(&str, String)]) -> String {
-        let mut c = Command::new(BIN);
-        c.arg("--repo")
-            .arg(self.dir.path())
-            .args(["info", task])
-            .env("SOURCE_DATE_EPOCH", "1700000000")
-            .env("BUILD_HOST", "ci")
-            .env("BUILDCHAIN_STORE", self.store.path())
-            .env_remove("BUILD_ROOT")
-            .env_remove("PROJECT_NAME");
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        let out = testkit::run_ok(&mut c);
-        String::from_utf8(out.stdout).unwrap()
+        String::from_utf8(self.ok(&["info", task], env).stdout).unwrap()
     }
 
     /// sha256 of the product ISO and of every Solution ISO.
@@ -115,18 +65,6 @@ impl Runner {
         }
         out
     }
-}
-
-fn sha256(p: &Path) -> String {
-    buildchain::fsutil::sha256_file(p).unwrap()
-}
-
-fn warnings(o: &Output) -> Vec<String> {
-    String::from_utf8_lossy(&o.stderr)
-        .lines()
-        .filter(|l| l.starts_with("warning:"))
-        .map(str::to_string)
-        .collect()
 }
 
 fn cacheable(name: &str) -> bool {

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine as _;
-use serde_json::Value;
 
 use super::Config;
-use crate::images::registry::{load_creds, parse_challenge, pct, system_roots};
+use crate::images::registry::{
+    bearer_from_answer, load_creds, parse_challenge, pct, system_roots, token_url,
+};
 
 /// Above this size a push is chunked (POST, PATCH…, PUT); below, one monolithic PUT
 /// (`BUILDCHAIN_REMOTE_CACHE_CHUNK_BYTES` overrides it).
@@ -194,12 +195,8 @@ impl Client {
                 let realm = params
                     .get("realm")
                     .ok_or_else(|| anyhow!("{url}: bearer challenge without realm"))?;
-                let mut t = format!("{realm}?");
-                if let Some(s) = params.get("service") {
-                    t.push_str(&format!("service={}&", pct(s)));
-                }
                 let scope = format!("repository:{}:pull,push", self.repo);
-                t.push_str(&format!("scope={}", pct(&scope)));
+                let t = token_url(realm, params.get("service"), &scope);
                 let mut req = self.agent.get(&t);
                 if let Some(b) = &self.basic {
                     req = req.header("Authorization", b);
@@ -218,14 +215,7 @@ impl Client {
                     .with_config()
                     .limit(1 << 20)
                     .read_to_string()?;
-                let v: Value = serde_json::from_str(&body)
-                    .map_err(|e| anyhow!("token server {realm}: bad JSON: {e}"))?;
-                let tok = v
-                    .get("token")
-                    .or_else(|| v.get("access_token"))
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| anyhow!("token server {realm}: no token in the answer"))?;
-                Ok(format!("Bearer {tok}"))
+                bearer_from_answer(realm, &body)
             }
             "" => bail!("{url}: HTTP 401 without WWW-Authenticate"),
             other => bail!("{url}: unsupported auth scheme {other:?}"),

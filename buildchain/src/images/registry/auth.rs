@@ -52,6 +52,28 @@ pub(crate) fn pct(s: &str) -> String {
         .collect()
 }
 
+/// The token-server URL answering a bearer challenge: `realm?service=…&scope=…`.
+pub(crate) fn token_url(realm: &str, service: Option<&String>, scope: &str) -> String {
+    let mut url = format!("{realm}?");
+    if let Some(s) = service {
+        url.push_str(&format!("service={}&", pct(s)));
+    }
+    url.push_str(&format!("scope={}", pct(scope)));
+    url
+}
+
+/// The `Authorization` value in a token server's JSON answer (`token` or `access_token`).
+pub(crate) fn bearer_from_answer(realm: &str, body: &str) -> anyhow::Result<String> {
+    let v: Value =
+        serde_json::from_str(body).map_err(|e| anyhow!("token server {realm}: bad JSON: {e}"))?;
+    let tok = v
+        .get("token")
+        .or_else(|| v.get("access_token"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("token server {realm}: no token in the answer"))?;
+    Ok(format!("Bearer {tok}"))
+}
+
 impl RegistryClient {
     /// Obtains an `Authorization` value answering a 401 challenge.
     pub(super) fn authenticate(&self, r: &Reference, challenge: &str) -> Attempt<String> {
@@ -77,15 +99,11 @@ impl RegistryClient {
                 let realm = params
                     .get("realm")
                     .ok_or_else(|| Failure::Fatal(anyhow!("registry {}: bearer challenge without realm", r.registry)))?;
-                let mut url = format!("{realm}?");
-                if let Some(s) = params.get("service") {
-                    url.push_str(&format!("service={}&", pct(s)));
-                }
                 let scope = params
                     .get("scope")
                     .cloned()
                     .unwrap_or_else(|| format!("repository:{}:pull", r.repository));
-                url.push_str(&format!("scope={}", pct(&scope)));
+                let url = token_url(realm, params.get("service"), &scope);
                 let mut req = self.agent.get(&url);
                 if let Some(b) = &basic {
                     req = req.header("Authorization", b);
@@ -108,14 +126,7 @@ impl RegistryClient {
                     .limit(1 << 20)
                     .read_to_string()
                     .map_err(|e| Failure::Retry(anyhow!("token server {realm}: {e}"), None))?;
-                let v: Value = serde_json::from_str(&body)
-                    .map_err(|e| Failure::Fatal(anyhow!("token server {realm}: bad JSON: {e}")))?;
-                let tok = v
-                    .get("token")
-                    .or_else(|| v.get("access_token"))
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| Failure::Fatal(anyhow!("token server {realm}: no token in the answer")))?;
-                Ok(format!("Bearer {tok}"))
+                bearer_from_answer(realm, &body).map_err(Failure::Fatal)
             }
             other => Err(Failure::Fatal(anyhow!("registry {}: unsupported auth scheme {other:?}", r.registry))),
         }

@@ -35,7 +35,7 @@ pub use http::{ClientOptions, Stats, MAX_MANIFEST, STALL_PROGRESS_BYTES};
 use http::{Failure, Watch};
 pub use pool::{fetch_many, missing_blobs, pool};
 
-pub(crate) use auth::{parse_challenge, pct};
+pub(crate) use auth::{bearer_from_answer, parse_challenge, pct, token_url};
 pub(crate) use credentials::load_creds;
 pub(crate) use http::system_roots;
 
